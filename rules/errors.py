@@ -1,0 +1,73 @@
+"""The project's exception tree, split by what the caller must do.
+
+It lives in ``rules`` because ``rules`` imports nothing of ours; ``engine`` and
+``actions`` build on it.  It must never import anything beyond the standard library.
+
+    EngineError                      anything the engine reports to a user
+    ├── ConfigError                  bad config file or environment (file, line)
+    ├── RuleError                    a rule file mistake (file, line, rule id)
+    ├── RuleEvaluationError          a rule raised while evaluating one event (data-dependent)
+    ├── TemplateRenderError          a template failed at firing time
+    └── ActionError                  (actions.errors) executing an action failed
+        ├── RetryableActionError     try again later (retry_after seconds, if known)
+        └── PermanentActionError     never retry: dead letter at once
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports to a user."""
+
+
+class ConfigError(EngineError):
+    """The config file or the environment is wrong; names the file and line when known."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.file is None:
+            return self.message
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class RuleError(EngineError):
+    """A mistake in a rule file: ``FILE:LINE rule 'ID': message``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        rule_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.rule_id = rule_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = []
+        if self.file is not None:
+            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        if self.rule_id is not None:
+            parts.append(f"rule '{self.rule_id}':")
+        elif parts:
+            parts[-1] += ":"
+        parts.append(self.message)
+        return " ".join(parts)
+
+
+class RuleEvaluationError(EngineError):
+    """A rule could not evaluate one event (a data-dependent failure, never fatal)."""
+
+
+class TemplateRenderError(EngineError):
+    """A template failed at firing time (undefined name, sandbox refusal, size limit)."""
