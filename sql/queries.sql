@@ -1,0 +1,199 @@
+-- Named queries, loaded by engine.queries. Parameters use PostgreSQL's $n form for
+-- both asyncpg (engine run) and psycopg's RawCursor (worker, CLI). Never assembled
+-- from values.
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS engine_migrations (
+    name       TEXT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- name: migrations_lock
+SELECT pg_advisory_xact_lock(hashtext('trigger-engine:migrate'));
+
+-- name: applied_migrations
+SELECT name FROM engine_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO engine_migrations (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+
+-- name: timescaledb_available
+SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb');
+
+-- name: timescaledb_create
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+
+-- name: timescaledb_hypertable
+SELECT create_hypertable('events', 'created_at', chunk_time_interval => INTERVAL '7 days',
+                         if_not_exists => TRUE, migrate_data => TRUE);
+
+-- name: doorbell_on
+CREATE OR REPLACE TRIGGER events_notify_trigger
+    AFTER INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION engine_notify_new_event();
+
+-- name: doorbell_off
+DROP TRIGGER IF EXISTS events_notify_trigger ON events;
+
+-- name: doorbell_installed
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgname = 'events_notify_trigger' AND tgrelid = 'events'::regclass);
+
+-- name: leader_try_lock
+SELECT pg_try_advisory_lock(hashtext('trigger-engine:leader:' || $1));
+
+-- name: cursor_ensure
+INSERT INTO engine_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+
+-- name: cursor_get
+SELECT txid::text AS txid, seq, events FROM engine_cursors WHERE name = $1;
+
+-- name: cursor_advance
+-- Optimistic: only advances from the position this engine read.  A second engine (or
+-- a stale one) finds 0 rows and rolls its batch back, so no event is evaluated twice.
+UPDATE engine_cursors
+   SET txid = $2::text::xid8, seq = $3, events = events + $6, updated_at = now()
+ WHERE name = $1 AND txid = $4::text::xid8 AND seq = $5;
+
+-- name: read_batch
+-- Gap-safe: only rows of transactions older than the oldest one still running are
+-- read, so a transaction that began earlier and commits later is never skipped.
+SELECT txid::text AS _txid, seq AS _seq,
+       id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
+       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
+       validator_address, request_hash, response, response_uri, response_hash, tag,
+       created_at, value, value_decimals, endpoint, request_uri
+  FROM events
+ WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
+   AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY txid, seq
+ LIMIT $3;
+
+-- name: load_states
+SELECT s.trigger_id, s.group_key, s.state::text AS state
+  FROM trigger_state s
+  JOIN unnest($1::text[], $2::text[]) AS k(trigger_id, group_key)
+    ON s.trigger_id = k.trigger_id AND s.group_key = k.group_key;
+
+-- name: save_states
+INSERT INTO trigger_state (trigger_id, group_key, state, updated_at)
+SELECT t, g, s::jsonb, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, g, s)
+ON CONFLICT (trigger_id, group_key) DO UPDATE SET state = EXCLUDED.state, updated_at = now();
+
+-- name: insert_actions
+INSERT INTO action_results (trigger_id, event_id, action_index, action_type, action_name,
+                            max_attempts, backoff_s, max_backoff_s, spec, context)
+SELECT t, e, i, k, n, a, b, m, s::jsonb, c::jsonb
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
+              $6::int[], $7::real[], $8::real[], $9::text[], $10::text[])
+       AS u(t, e, i, k, n, a, b, m, s, c)
+RETURNING id;
+
+-- name: add_rule_stats
+INSERT INTO rule_stats (trigger_id, hour, matched, fired, suppressed, errors)
+SELECT t, date_trunc('hour', now()), m, f, s, e
+  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+       AS u(t, m, f, s, e)
+ON CONFLICT (trigger_id, hour) DO UPDATE
+   SET matched = rule_stats.matched + EXCLUDED.matched,
+       fired = rule_stats.fired + EXCLUDED.fired,
+       suppressed = rule_stats.suppressed + EXCLUDED.suppressed,
+       errors = rule_stats.errors + EXCLUDED.errors;
+
+-- name: triggers_all
+SELECT id, logic_hash, content_hash FROM triggers;
+
+-- name: trigger_upsert
+INSERT INTO triggers (id, owner, description, enabled, document, source_file, content_hash,
+                      logic_hash)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE
+   SET owner = EXCLUDED.owner, description = EXCLUDED.description,
+       enabled = EXCLUDED.enabled, document = EXCLUDED.document,
+       source_file = EXCLUDED.source_file, content_hash = EXCLUDED.content_hash,
+       logic_hash = EXCLUDED.logic_hash, updated_at = now();
+
+-- name: trigger_delete
+DELETE FROM triggers WHERE id = $1;
+
+-- name: trigger_state_reset
+DELETE FROM trigger_state WHERE trigger_id = $1;
+
+-- name: claim_action
+-- Atomic claim: only a row that is queued, due for a retry, or whose previous
+-- worker's lease ran out can be taken; anything else means the job has nothing to do.
+UPDATE action_results
+   SET status = 'running', attempts = attempts + 1,
+       lease_expires_at = now() + make_interval(secs => $2),
+       executed_at = now(), next_attempt_at = NULL
+ WHERE id = $1
+   AND (status = 'queued'
+        OR (status = 'retrying' AND next_attempt_at <= now())
+        OR (status = 'running' AND lease_expires_at < now()))
+RETURNING trigger_id, event_id, action_index, action_type, action_name, attempts,
+          max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context;
+
+-- name: finish_action
+-- Fenced by the attempt number: a worker whose lease expired and whose row was taken
+-- over cannot overwrite the newer attempt's result.
+UPDATE action_results
+   SET status = $3, duration_ms = $4, error_message = $5, response_data = $6::text::jsonb,
+       next_attempt_at = CASE WHEN $3 = 'retrying'
+                              THEN now() + make_interval(secs => $7) END,
+       lease_expires_at = NULL
+ WHERE id = $1 AND attempts = $2 AND status = 'running';
+
+-- name: due_actions
+-- Rows to (re-)enqueue: queued ones older than the grace period (a crash between
+-- commit and enqueue, or Redis down), retries that are due, expired leases.
+SELECT id FROM action_results
+ WHERE (status = 'queued' AND created_at < now() - make_interval(secs => $1))
+    OR (status = 'retrying' AND next_attempt_at <= now())
+    OR (status = 'running' AND lease_expires_at < now())
+ ORDER BY id
+ LIMIT $2;
+
+-- name: agent_token_uri
+SELECT token_uri FROM events
+ WHERE chain_id = $1 AND agent_id = $2 AND registry = 'identity'
+   AND event_type IN ('Registered', 'URIUpdated') AND token_uri IS NOT NULL
+ ORDER BY block_number DESC, log_index DESC
+ LIMIT 1;
+
+-- name: insert_event
+INSERT INTO events (id, chain_id, block_number, block_hash, transaction_hash, log_index,
+                    registry, event_type, agent_id, "timestamp", owner, token_uri,
+                    metadata_key, metadata_value, client_address, feedback_index, score,
+                    tag1, tag2, file_uri, file_hash, validator_address, request_hash,
+                    response, response_uri, response_hash, tag, value, value_decimals,
+                    endpoint, request_uri)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+RETURNING id;
+
+-- name: failed_actions
+SELECT id, trigger_id, event_id, action_type, action_name, attempts, error_message,
+       created_at, executed_at
+  FROM action_results
+ WHERE status = 'failed'
+   AND ($1::text IS NULL OR trigger_id = $1)
+   AND ($2::text IS NULL OR action_type = $2)
+   AND created_at >= now() - make_interval(secs => $3)
+ ORDER BY id
+ LIMIT $4;
+
+-- name: requeue_failed
+UPDATE action_results
+   SET status = 'queued', attempts = 0, next_attempt_at = NULL, error_message = NULL
+ WHERE id = ANY($1::bigint[]) AND status = 'failed'
+RETURNING id;
+
+-- name: status_actions
+SELECT status, count(*) AS n FROM action_results GROUP BY status;
+
+-- name: status_cursor
+SELECT c.name, c.txid::text AS txid, c.seq, c.events, c.updated_at,
+       (SELECT count(*) FROM events e WHERE (e.txid, e.seq) > (c.txid, c.seq)) AS pending,
+       pg_snapshot_xmin(pg_current_snapshot())::text AS xmin
+  FROM engine_cursors c ORDER BY c.name;
