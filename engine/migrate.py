@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from engine import db
-from engine.queries import migrations
+import sql as db
+from sql import migrations
 
 log = logging.getLogger(__name__)
 

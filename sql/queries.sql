@@ -142,12 +142,13 @@ UPDATE action_results
        next_attempt_at = CASE WHEN $3 = 'retrying'
                               THEN now() + make_interval(secs => $7) END,
        lease_expires_at = NULL
- WHERE id = $1 AND attempts = $2 AND status = 'running';
+ WHERE id = $1 AND attempts = $2 AND status = 'running'
+RETURNING id;
 
 -- name: due_actions
 -- Rows to (re-)enqueue: queued ones older than the grace period (a crash between
 -- commit and enqueue, or Redis down), retries that are due, expired leases.
-SELECT id FROM action_results
+SELECT id, status FROM action_results
  WHERE (status = 'queued' AND created_at < now() - make_interval(secs => $1))
     OR (status = 'retrying' AND next_attempt_at <= now())
     OR (status = 'running' AND lease_expires_at < now())
@@ -197,3 +198,9 @@ SELECT c.name, c.txid::text AS txid, c.seq, c.events, c.updated_at,
        (SELECT count(*) FROM events e WHERE (e.txid, e.seq) > (c.txid, c.seq)) AS pending,
        pg_snapshot_xmin(pg_current_snapshot())::text AS xmin
   FROM engine_cursors c ORDER BY c.name;
+
+-- name: ping
+SELECT 1;
+
+-- name: notify_probe
+SELECT pg_notify($1, $2);

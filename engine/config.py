@@ -1,0 +1,272 @@
+"""Loading ``config.yaml``: YAML with ``${VAR}`` expansion and ``ENGINE_<KEY>`` overrides.
+
+Errors name the file, the line and what was expected; an unset variable without a
+default names the variable.  Relative rule paths are resolved against the config
+file's directory.  Tunables live here, with their units in their names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actions.base import ActionSettings
+from rules.envsubst import UnsetVariableError, expand_env
+from rules.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "postgresql://localhost:5432/engine"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+TOP_LEVEL_KEYS = (
+    "database_url",
+    "redis_url",
+    "rules",
+    "http",
+    "telegram",
+    "network",
+    "mcp",
+    "engine",
+    "worker",
+)
+
+
+@dataclass(frozen=True)
+class EngineTunables:
+    """``engine:`` section: the evaluator loop."""
+
+    cursor_name: str = "main"
+    poll_interval_s: float = 1.0  # a lost NOTIFY costs at most this long
+    batch_size: int = 2000  # events read and committed per transaction
+    sweep_interval_s: float = 1.0  # how often queued/retrying/expired rows are re-enqueued
+    sweep_grace_s: float = 5.0  # a queued row younger than this is the dispatcher's
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+    rules_watch_interval_s: float = 1.0
+    standby_retry_s: float = 1.0  # how often a standby tries to become the leader
+
+
+@dataclass(frozen=True)
+class WorkerTunables:
+    """``worker:`` section: RQ workers."""
+
+    queue: str = "engine-actions"
+    job_timeout_s: float = 120.0  # hard limit of one attempt
+    lease_margin_s: float = 30.0  # a running row is taken over this long after its timeout
+    concurrency: int = 8  # jobs a worker process runs at once in its event loop
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    rules: tuple[str, ...] = ()
+    http_listen: str | None = "127.0.0.1:9187"
+    actions: ActionSettings = field(default_factory=ActionSettings)
+    engine: EngineTunables = field(default_factory=EngineTunables)
+    worker: WorkerTunables = field(default_factory=WorkerTunables)
+    source: str | None = None  # the config file, when there is one
+
+    @property
+    def bot_names(self) -> frozenset[str]:
+        return frozenset(self.actions.telegram_bots)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key."""
+
+
+def _lines_of(text: str) -> dict[tuple[str, ...], int]:
+    """Line (1-based) of each mapping key path in the document."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+
+    try:
+        root = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in TOP_LEVEL_KEYS:
+        raw = environ.get(f"ENGINE_{key.upper()}")
+        if raw is None:
+            continue
+        found[key] = raw if key.endswith("_url") else yaml.safe_load(raw)
+    return found
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (if any), expand variables and apply ``ENGINE_*`` overrides."""
+    env = os.environ if environ is None else environ
+    source = None if path is None else str(path)
+    doc: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    if source is not None:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file: {exc.strerror}", file=source) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = None if mark is None else mark.line + 1
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("expected a mapping of config keys at the top", file=source, line=1)
+        doc, lines = loaded, _lines_of(text)
+    errors: list[ConfigError] = []
+
+    def unset(exc: UnsetVariableError, where: tuple[str | int, ...]) -> None:
+        keys = tuple(str(p) for p in where)
+        errors.append(
+            ConfigError(
+                f"{'.'.join(keys)}: {exc}", file=source, line=_nearest_line(lines, keys)
+            )
+        )
+
+    doc = expand_env(doc, env, on_error=unset)
+    if errors:
+        raise errors[0]
+    doc.update(_env_overrides(env))
+    return _build(doc, source, lines)
+
+
+def _nearest_line(lines: Mapping[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
+    while keys:
+        if keys in lines:
+            return lines[keys]
+        keys = keys[:-1]
+    return None
+
+
+class _Reader:
+    """Typed access to the config document, with errors that name file and line."""
+
+    def __init__(self, doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int]):
+        self.doc, self.source, self.lines = doc, source, lines
+
+    def fail(self, keys: tuple[str, ...], expected: str, got: Any) -> ConfigError:
+        return ConfigError(
+            f"{'.'.join(keys)} must be {expected} (got {got!r})",
+            file=self.source,
+            line=_nearest_line(self.lines, keys),
+        )
+
+    def get(self, *keys: str) -> Any:
+        node: Any = self.doc
+        for i, key in enumerate(keys):
+            if node is None:
+                return None
+            if not isinstance(node, Mapping):
+                raise self.fail(keys[:i], "a mapping", node)
+            node = node.get(key)
+        return node
+
+    def string(self, *keys: str, default: str | None = None) -> str | None:
+        value = self.get(*keys)
+        if value is None:
+            return default
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise self.fail(keys, "a string", value)
+        return str(value)
+
+    def boolean(self, *keys: str, default: bool) -> bool:
+        value = self.get(*keys)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(keys, "true or false", value)
+        return value
+
+    def section(self, cls: type[Any], key: str) -> Any:
+        value = self.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise self.fail((key,), "a mapping", value)
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, raw in value.items():
+            if name not in known:
+                raise self.fail((key, str(name)), f"one of {', '.join(known)}", name)
+            default = known[name].default
+            try:
+                kwargs[name] = type(default)(raw)
+            except (TypeError, ValueError):
+                raise self.fail((key, str(name)), type(default).__name__, raw) from None
+            if isinstance(kwargs[name], int | float) and kwargs[name] <= 0:
+                raise self.fail((key, str(name)), "a positive number", raw)
+        return cls(**kwargs)
+
+
+def _build(doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int]) -> Settings:
+    read = _Reader(doc, source, lines)
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise read.fail((str(key),), f"one of the known keys ({', '.join(TOP_LEVEL_KEYS)})", key)
+    base = Path(source).resolve().parent if source else Path.cwd()
+    rules_value = read.get("rules")
+    if rules_value is None:
+        rules_value = []
+    if isinstance(rules_value, str):
+        rules_value = [rules_value]
+    if not isinstance(rules_value, list) or not all(isinstance(r, str) for r in rules_value):
+        raise read.fail(("rules",), "a list of rule files or directories", rules_value)
+    rule_paths = tuple(str(base / r) if not os.path.isabs(r) else r for r in rules_value)
+
+    bots_value = read.get("telegram", "bots") or {}
+    if not isinstance(bots_value, Mapping):
+        raise read.fail(("telegram", "bots"), "a mapping of bot name to {token: ...}", bots_value)
+    bots: dict[str, str] = {}
+    for name, bot in bots_value.items():
+        token = bot.get("token") if isinstance(bot, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise read.fail(("telegram", "bots", str(name), "token"), "a bot token", token)
+        bots[str(name)] = token
+
+    defaults = ActionSettings()
+    actions = ActionSettings(
+        allow_private_network=read.boolean("network", "allow_private", default=False),
+        telegram_api_base_url=(
+            read.string("telegram", "api_base_url", default=defaults.telegram_api_base_url)
+            or defaults.telegram_api_base_url
+        ).rstrip("/"),
+        telegram_bots=bots,
+        ipfs_gateway=read.string("mcp", "ipfs_gateway", default=defaults.ipfs_gateway)
+        or defaults.ipfs_gateway,
+    )
+    http = read.get("http")
+    http_listen = (
+        read.string("http", "listen")
+        if isinstance(http, Mapping) and "listen" in http
+        else "127.0.0.1:9187"
+    )
+    return Settings(
+        database_url=read.string("database_url", default=DEFAULT_DATABASE_URL)
+        or DEFAULT_DATABASE_URL,
+        redis_url=read.string("redis_url", default=DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL,
+        rules=rule_paths,
+        http_listen=http_listen,
+        actions=actions,
+        engine=read.section(EngineTunables, "engine"),
+        worker=read.section(WorkerTunables, "worker"),
+        source=source,
+    )

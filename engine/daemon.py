@@ -1,0 +1,266 @@
+"""``engine run``: leader election, listener, evaluator loop, dispatcher and sweep.
+
+Only one ``engine run`` per cursor evaluates at a time (a session advisory lock held
+on a dedicated connection); the others wait as standbys and take over within
+``standby_retry_s`` of the leader's death, from the cursor.  Every failure of the
+database or Redis is logged and retried with backoff: the daemon itself never exits
+for an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis
+
+from engine.config import Settings
+from engine.dispatcher import Dispatcher
+from engine.evaluator import BatchResult, CursorMovedError, Evaluator
+from engine.listener import Listener
+from engine.rulebook import RuleBook
+from sql import query
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+@dataclass
+class DaemonStats:
+    """What /metrics and the logs report about this process."""
+
+    started_at: float = field(default_factory=time.time)
+    is_leader: bool = False
+    events: int = 0
+    fired: int = 0
+    suppressed: int = 0
+    errors: int = 0
+    batches: int = 0
+    enqueue_failures: int = 0
+    last_event_timestamp: int | None = None
+    last_batch_at: float | None = None
+
+
+class LeaderLock:
+    """A session advisory lock on its own connection: losing the connection loses the lock."""
+
+    def __init__(self, dsn: str, name: str) -> None:
+        self.dsn, self.name = dsn, name
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def try_acquire(self) -> bool:
+        if self.held:
+            return True
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        if await conn.fetchval(query("leader_try_lock"), self.name):
+            self._conn = conn
+            return True
+        await conn.close()
+        return False
+
+    async def check(self) -> bool:
+        """Still the leader? A cheap round trip on the lock's connection."""
+        if not self.held:
+            return False
+        assert self._conn is not None
+        try:
+            await self._conn.fetchval(query("ping"), timeout=5)
+            return True
+        except _DB_ERRORS + (asyncpg.InterfaceError,):
+            await self.release()
+            return False
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+
+class Daemon:
+    """Wires the parts of ``engine run`` together."""
+
+    def __init__(self, settings: Settings, *, rulebook: RuleBook | None = None) -> None:
+        self.settings = settings
+        tun = settings.engine
+        self.doorbell = asyncio.Event()
+        self.listener = Listener(settings.database_url, self.doorbell, tun)
+        self.evaluator = Evaluator(tun.cursor_name, tun.batch_size)
+        self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
+        self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
+        self.leader = LeaderLock(settings.database_url, tun.cursor_name)
+        self.stats = DaemonStats()
+        self.stopping = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def run(self) -> None:
+        """Until ``stopping`` is set."""
+        self.pool = await self._create_pool()
+        self._tasks = [asyncio.create_task(self.listener.run(), name="listener")]
+        try:
+            await self._loop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.leader.release()
+            await self.pool.close()
+            self.dispatcher.close()
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        delay = self.settings.engine.reconnect_min_s
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    self.settings.database_url, min_size=1, max_size=4, timeout=10
+                )
+                assert pool is not None
+                return pool
+            except _DB_ERRORS as exc:
+                log.warning("database unavailable", extra={"error": str(exc), "retry_s": delay})
+                await self._sleep(delay)
+                delay = min(delay * 2, self.settings.engine.reconnect_max_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        if self.stopping.is_set():
+            raise asyncio.CancelledError
+
+    async def _loop(self) -> None:
+        tun = self.settings.engine
+        delay = tun.reconnect_min_s
+        next_sweep = 0.0
+        while not self.stopping.is_set():
+            try:
+                if not await self._ensure_leader():
+                    await self._sleep(tun.standby_retry_s)
+                    continue
+                await self._reload_rules_if_changed()
+                self.doorbell.clear()
+                await self._drain()
+                if time.monotonic() >= next_sweep:
+                    await self.sweep()
+                    next_sweep = time.monotonic() + tun.sweep_interval_s
+                delay = tun.reconnect_min_s
+            except asyncio.CancelledError:
+                return
+            except CursorMovedError as exc:
+                log.warning("cursor moved under us; re-reading it", extra={"error": str(exc)})
+                continue
+            except _DB_ERRORS as exc:
+                log.warning("database error; retrying", extra={"error": str(exc), "retry_s": delay})
+                self.evaluator.position = None
+                try:
+                    await self._sleep(delay)
+                except asyncio.CancelledError:
+                    return
+                delay = min(delay * 2, tun.reconnect_max_s)
+                continue
+            wait_s = min(tun.poll_interval_s, tun.sweep_interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake(), wait_s)
+
+    async def _wake(self) -> None:
+        stop = asyncio.create_task(self.stopping.wait())
+        bell = asyncio.create_task(self.doorbell.wait())
+        try:
+            await asyncio.wait({stop, bell}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            bell.cancel()
+
+    async def _ensure_leader(self) -> bool:
+        was = self.stats.is_leader
+        held = await self.leader.check() or await self.leader.try_acquire()
+        if held and not was:
+            log.info("leader: evaluating", extra={"cursor": self.settings.engine.cursor_name})
+            self.evaluator.position = None  # re-read: the previous leader may have moved it
+            await self._apply_rules(self.rulebook.load())
+        elif not held and was:
+            log.warning("leadership lost; waiting as a standby")
+        elif not held and not was and self.stats.batches == 0:
+            log.info("standby: another engine holds the cursor")
+        self.stats.is_leader = held
+        return held
+
+    async def _apply_rules(self, result: Any) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await self.rulebook.apply(conn, result)
+
+    async def _reload_rules_if_changed(self) -> None:
+        if self.rulebook.changed():
+            log.info("rule files changed; reloading")
+            await self._apply_rules(self.rulebook.load())
+
+    async def _drain(self) -> None:
+        """Evaluate batches until the cursor has caught up."""
+        assert self.pool is not None
+        index = self.rulebook.index
+        if index is None:
+            return
+        while not self.stopping.is_set():
+            async with self.pool.acquire() as conn:
+                result = await self.evaluator.run_batch(conn, index)
+            if result.events == 0:
+                return
+            self._count(result)
+            await self._dispatch(result.action_ids)
+            if result.events < self.evaluator.batch_size:
+                return
+
+    def _count(self, result: BatchResult) -> None:
+        s = self.stats
+        s.events += result.events
+        s.fired += result.fired
+        s.suppressed += result.suppressed
+        s.errors += result.errors
+        s.batches += 1
+        s.last_batch_at = time.time()
+        if result.last_event_timestamp is not None:
+            s.last_event_timestamp = result.last_event_timestamp
+
+    async def _dispatch(self, action_ids: list[int]) -> None:
+        if not action_ids:
+            return
+        try:
+            await asyncio.to_thread(self.dispatcher.enqueue, action_ids)
+        except redis.RedisError as exc:
+            self.stats.enqueue_failures += 1
+            log.warning(
+                "redis unavailable: actions stay queued for the sweep",
+                extra={"actions": len(action_ids), "error": str(exc)},
+            )
+
+    async def sweep(self) -> int:
+        """Re-enqueue rows the dispatcher lost, retries that are due and expired leases."""
+        assert self.pool is not None
+        tun = self.settings.engine
+        rows = await self.pool.fetch(query("due_actions"), tun.sweep_grace_s, 1000)
+        if not rows:
+            return 0
+        # A row whose lease expired belongs to a dead worker, whatever RQ believes.
+        expired = [row["id"] for row in rows if row["status"] == "running"]
+        waiting = [row["id"] for row in rows if row["status"] != "running"]
+        try:
+            lost = expired + await asyncio.to_thread(self.dispatcher.not_pending, waiting)
+            await asyncio.to_thread(self.dispatcher.enqueue, lost)
+        except redis.RedisError as exc:
+            log.warning("sweep: redis unavailable", extra={"error": str(exc)})
+            return 0
+        if lost:
+            log.info("sweep re-enqueued actions", extra={"actions": len(lost)})
+        return len(lost)

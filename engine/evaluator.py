@@ -1,0 +1,244 @@
+"""The evaluator: reads the next batch through the gap-safe cursor and commits, in ONE
+transaction, the cursor advance, the state changes and the queued action rows.
+
+Guarantee 2 (no event evaluated twice) rests on that transaction and on the cursor
+advance being optimistic: it only moves from the position this process read, so a
+second engine or a stale leader rolls back instead of evaluating again.  This module
+never talks to Redis: the dispatcher enqueues after the commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from engine.events import event_from_row, to_json
+from sql import query
+from rules.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class CursorMovedError(EngineError):
+    """Another engine advanced the cursor: this batch was rolled back, nothing written."""
+
+
+@dataclass(frozen=True)
+class CursorPosition:
+    txid: str
+    seq: int
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    matched: int = 0
+    fired: int = 0
+    suppressed: int = 0
+    errors: int = 0
+    action_ids: list[int] = field(default_factory=list)
+    last_event_timestamp: int | None = None
+
+
+@dataclass
+class _PendingActions:
+    """Column arrays for one multi-row insert into action_results."""
+
+    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(10)))
+
+    def add(self, rule: Any, action: Any, event_id: Any, context_json: str) -> None:
+        retry = action.retry
+        values = (
+            rule.id,
+            None if event_id is None else str(event_id),
+            action.index,
+            action.kind,
+            action.name,
+            retry.attempts,
+            retry.backoff_s,
+            retry.max_backoff_s,
+            to_json(action.raw),
+            context_json,
+        )
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+
+class Evaluator:
+    """Evaluates batches of events against the current rule index."""
+
+    def __init__(self, cursor_name: str, batch_size: int) -> None:
+        self.cursor_name = cursor_name
+        self.batch_size = batch_size
+        self.position: CursorPosition | None = None
+        self.total_events = 0
+        self._failed_events: set[tuple[str, str | None]] = set()
+
+    async def load_position(self, conn: asyncpg.Connection) -> CursorPosition:
+        await conn.execute(query("cursor_ensure"), self.cursor_name)
+        row = await conn.fetchrow(query("cursor_get"), self.cursor_name)
+        assert row is not None
+        self.position = CursorPosition(txid=row["txid"], seq=row["seq"])
+        return self.position
+
+    async def run_batch(self, conn: asyncpg.Connection, index: Any) -> BatchResult:
+        """Evaluate one batch and commit it; returns what happened (after the commit)."""
+        if self.position is None:
+            await self.load_position(conn)
+        assert self.position is not None
+        start = self.position
+        result = BatchResult()
+        async with conn.transaction():
+            rows = await conn.fetch(query("read_batch"), start.txid, start.seq, self.batch_size)
+            if not rows:
+                return result
+            last = rows[-1]
+            end = CursorPosition(txid=last["_txid"], seq=last["_seq"])
+            # Claim the cursor first: a concurrent engine blocks here on the row lock and
+            # then finds the position moved; nothing of this batch is evaluated twice.
+            status = await conn.execute(
+                query("cursor_advance"),
+                self.cursor_name,
+                end.txid,
+                end.seq,
+                start.txid,
+                start.seq,
+                len(rows),
+            )
+            if status != "UPDATE 1":
+                self.position = None
+                raise CursorMovedError(f"cursor {self.cursor_name!r} was moved by another engine")
+            await self._evaluate(conn, rows, index, result)
+        self.position = end
+        self.total_events += result.events
+        return result
+
+    async def _evaluate(
+        self, conn: asyncpg.Connection, rows: list[asyncpg.Record], index: Any, result: BatchResult
+    ) -> None:
+        events = [event_from_row(row) for row in rows]
+        result.events = len(events)
+        last_ts = events[-1].get("timestamp")
+        result.last_event_timestamp = last_ts if isinstance(last_ts, int) else None
+        matches = self._match(events, index, result)
+        states = await self._load_states(conn, matches)
+        stats: dict[str, Counter[str]] = {}
+        pending = _PendingActions()
+        dirty: set[tuple[str, str]] = set()
+        fired_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        for event, rule, key in matches:
+            counter = stats.setdefault(rule.id, Counter())
+            counter["matched"] += 1
+            try:
+                step = rule.step(event, states.get((rule.id, key)) if rule.stateful else None)
+            except Exception as exc:  # a rule bug must not stop the engine
+                counter["errors"] += 1
+                result.errors += 1
+                self._log_failure(event, rule.id, exc)
+                continue
+            if rule.stateful and step.state is not None:
+                states[(rule.id, key)] = step.state
+                dirty.add((rule.id, key))
+            if step.suppressed:
+                counter["suppressed"] += 1
+                result.suppressed += 1
+            if not step.fired:
+                continue
+            counter["fired"] += 1
+            result.fired += 1
+            try:
+                context_json = self._context_json(rule, event, key, step, fired_at)
+            except Exception as exc:
+                counter["errors"] += 1
+                result.errors += 1
+                self._log_failure(event, rule.id, exc)
+                continue
+            for action in rule.actions:
+                pending.add(rule, action, event.get("id"), context_json)
+        result.matched = len(matches)
+        await self._write(conn, states, dirty, pending, stats, result)
+
+    def _match(
+        self, events: list[dict[str, Any]], index: Any, result: BatchResult
+    ) -> list[tuple[dict[str, Any], Any, str]]:
+        matches: list[tuple[dict[str, Any], Any, str]] = []
+        for event in events:
+            try:
+                for rule in index.matching(event):
+                    key = rule.group_key(event) if rule.stateful else ""
+                    matches.append((event, rule, key))
+            except Exception as exc:
+                result.errors += 1
+                self._log_failure(event, None, exc)
+        return matches
+
+    @staticmethod
+    def _context_json(rule: Any, event: Mapping[str, Any], key: str, step: Any, at: str) -> str:
+        from rules import build_context
+
+        group = rule.group_values(event) if rule.per else {}
+        return to_json(build_context(rule, event, group, step.template_state, at))
+
+    @staticmethod
+    async def _load_states(
+        conn: asyncpg.Connection, matches: list[tuple[dict[str, Any], Any, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        keys = {(rule.id, key) for _, rule, key in matches if rule.stateful}
+        if not keys:
+            return {}
+        ids, groups = zip(*keys, strict=True)
+        rows = await conn.fetch(query("load_states"), list(ids), list(groups))
+        return {(r["trigger_id"], r["group_key"]): json.loads(r["state"]) for r in rows}
+
+    @staticmethod
+    async def _write(
+        conn: asyncpg.Connection,
+        states: dict[tuple[str, str], dict[str, Any]],
+        dirty: set[tuple[str, str]],
+        pending: _PendingActions,
+        stats: dict[str, Counter[str]],
+        result: BatchResult,
+    ) -> None:
+        if dirty:
+            ordered = sorted(dirty)
+            await conn.execute(
+                query("save_states"),
+                [k[0] for k in ordered],
+                [k[1] for k in ordered],
+                [to_json(states[k]) for k in ordered],
+            )
+        if len(pending):
+            rows = await conn.fetch(query("insert_actions"), *pending.columns)
+            result.action_ids = [row["id"] for row in rows]
+        if stats:
+            ids = list(stats)
+            await conn.execute(
+                query("add_rule_stats"),
+                ids,
+                [stats[i]["matched"] for i in ids],
+                [stats[i]["fired"] for i in ids],
+                [stats[i]["suppressed"] for i in ids],
+                [stats[i]["errors"] for i in ids],
+            )
+
+    def _log_failure(self, event: Mapping[str, Any], trigger_id: str | None, exc: Exception) -> None:
+        event_id = str(event.get("id"))
+        if (event_id, trigger_id) in self._failed_events:
+            return
+        if len(self._failed_events) > 10_000:
+            self._failed_events.clear()
+        self._failed_events.add((event_id, trigger_id))
+        log.warning(
+            "event could not be evaluated",
+            extra={"event_id": event_id, "trigger_id": trigger_id, "error": repr(exc)[:500]},
+        )
