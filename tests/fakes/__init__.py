@@ -1,0 +1,1 @@
+"""In-process fakes of the services the engine talks to (webhook endpoints, ...)."""
