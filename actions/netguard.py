@@ -1,0 +1,157 @@
+"""The network guard: rule-controlled URLs may only reach public addresses.
+
+Rules choose URLs (REST webhooks, MCP servers, registration files, file URIs), so a rule
+author could otherwise make a worker talk to the cloud metadata service, to Redis on
+localhost or to anything on the private network (SSRF).  The guard sits in the httpx
+*transport*: every request, including every redirect hop and every request the MCP SDK
+makes, resolves its host once, refuses the whole host if any of its addresses is not
+public, and then connects to the address that was checked.  Connecting by address (with
+the Host header and the TLS SNI/certificate check still using the name) is what defeats
+DNS rebinding: a second resolution between the check and the connect never happens.
+
+This module must never fail open: an address it cannot classify is refused.
+``allow_private=True`` (config ``network.allow_private``) turns the guard off for tests and
+private deployments; nothing else does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+
+import httpx
+
+from actions.errors import PermanentActionError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud metadata endpoints, named separately so the error says what was being reached.
+_METADATA = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+_ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+class AddressRefused(PermanentActionError):
+    """A rule-controlled URL resolved to an address the guard refuses (never retried)."""
+
+
+def refusal_reason(address: IPAddress) -> str | None:
+    """Why ``address`` may not be reached, or None when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address inside.
+        return refusal_reason(address.ipv4_mapped)
+    checks: Sequence[tuple[bool, str]] = (
+        (address in _METADATA, "cloud metadata"),
+        (address.is_unspecified, "unspecified"),
+        (address.is_loopback, "loopback"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (address in _CGNAT, "carrier-grade NAT"),
+        (address in _UNIQUE_LOCAL, "unique-local"),
+        (address.is_private, "private"),
+        (address.is_reserved, "reserved"),
+        (not address.is_global, "not globally routable"),
+    )
+    return next((reason for refused, reason in checks if refused), None)
+
+
+class NetworkGuard:
+    """Resolves a host and returns the one address a request may connect to."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    async def resolve(self, host: str, port: int) -> IPAddress:
+        """The checked address for ``host``; raises AddressRefused naming the bad address."""
+        literal = _parse_literal(host)
+        addresses = [literal] if literal is not None else await _lookup(host, port)
+        for address in addresses:
+            reason = refusal_reason(address)
+            if reason is not None:
+                shown = host if literal is not None else f"{host} ({address})"
+                raise AddressRefused(
+                    f"network guard refused {shown}: {reason} address {address} "
+                    "(set network.allow_private to allow private addresses)"
+                )
+        return addresses[0]
+
+
+def _parse_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def _lookup(host: str, port: int) -> list[IPAddress]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        # A name that does not resolve today may resolve tomorrow: let the caller retry.
+        raise httpx.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
+    # Drop an IPv6 scope id ("fe80::1%eth0") before parsing; the address itself is judged.
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        raise httpx.ConnectError(f"cannot resolve {host}: no addresses")
+    return addresses
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that passes every request through the network guard.
+
+    The request is re-addressed to the checked IP; ``Host`` stays as httpx set it and the
+    ``sni_hostname`` extension keeps TLS (SNI and certificate verification) on the name.
+    """
+
+    def __init__(self, guard: NetworkGuard, inner: httpx.AsyncBaseTransport) -> None:
+        self._guard = guard
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Check the scheme and the resolved address, then send to that address."""
+        url = request.url
+        if url.scheme not in _ALLOWED_SCHEMES:
+            raise AddressRefused(f"network guard refused scheme {url.scheme!r}")
+        if self._guard.allow_private:
+            return await self._inner.handle_async_request(request)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        address = await self._guard.resolve(url.host, port)
+        extensions = dict(request.extensions)
+        if url.scheme == "https" and _parse_literal(url.host) is None:
+            extensions.setdefault("sni_hostname", url.host)
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=str(address)),
+            headers=request.headers,  # already carries Host: <name>
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return await self._inner.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections of the inner transport."""
+        await self._inner.aclose()
+
+
+class SharedTransport(httpx.AsyncBaseTransport):
+    """Lends a long-lived transport to a short-lived client without letting it close it.
+
+    The MCP SDK wants its own ``httpx.AsyncClient`` (headers per server); wrapping the
+    worker's guarded transport keeps both the guard and the connection pool.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Delegate to the shared transport."""
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Leave the shared pool open: its owner (the worker runtime) closes it."""

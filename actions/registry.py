@@ -1,0 +1,14 @@
+"""The executors by action kind: what ``engine worker`` calls for each queued action."""
+
+from __future__ import annotations
+
+from actions.base import Executor
+from actions.mcp_tool import execute_mcp
+from actions.rest import execute_rest
+from actions.telegram import execute_telegram
+
+EXECUTORS: dict[str, Executor] = {
+    "rest": execute_rest,
+    "telegram": execute_telegram,
+    "mcp": execute_mcp,
+}
