@@ -7,6 +7,7 @@ the attempt number, so a worker that lost its lease cannot overwrite a newer att
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -107,13 +108,13 @@ class AuditLog:
             retry_in_s,
         )
         if row is None:
-            log.warning("action row was taken over; result dropped", extra={"action_id": claimed.id})
+            log.warning(
+                "action row was taken over; result dropped", extra={"action_id": claimed.id}
+            )
         return row is not None
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn.close()
-            except psycopg.Error:
-                pass

@@ -42,7 +42,7 @@ def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
     """Exponential backoff with jitter, or the server's Retry-After when it gave one."""
     if retry_after is not None and retry_after >= 0:
         return min(retry_after, MAX_RETRY_AFTER_S)
-    ceiling = min(claimed.max_backoff_s, claimed.backoff_s * 2 ** (claimed.attempt - 1))
+    ceiling = min(claimed.max_backoff_s, claimed.backoff_s * 2.0 ** (claimed.attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

@@ -139,9 +139,7 @@ def load_config(
     def unset(exc: UnsetVariableError, where: tuple[str | int, ...]) -> None:
         keys = tuple(str(p) for p in where)
         errors.append(
-            ConfigError(
-                f"{'.'.join(keys)}: {exc}", file=source, line=_nearest_line(lines, keys)
-            )
+            ConfigError(f"{'.'.join(keys)}: {exc}", file=source, line=_nearest_line(lines, keys))
         )
 
     doc = expand_env(doc, env, on_error=unset)
@@ -207,7 +205,7 @@ class _Reader:
         for name, raw in value.items():
             if name not in known:
                 raise self.fail((key, str(name)), f"one of {', '.join(known)}", name)
-            default = known[name].default
+            default: Any = known[name].default
             try:
                 kwargs[name] = type(default)(raw)
             except (TypeError, ValueError):
@@ -221,7 +219,9 @@ def _build(doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int])
     read = _Reader(doc, source, lines)
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
-            raise read.fail((str(key),), f"one of the known keys ({', '.join(TOP_LEVEL_KEYS)})", key)
+            raise read.fail(
+                (str(key),), f"one of the known keys ({', '.join(TOP_LEVEL_KEYS)})", key
+            )
     base = Path(source).resolve().parent if source else Path.cwd()
     rules_value = read.get("rules")
     if rules_value is None:

@@ -76,7 +76,7 @@ class LeaderLock:
         try:
             await self._conn.fetchval(query("ping"), timeout=5)
             return True
-        except _DB_ERRORS + (asyncpg.InterfaceError,):
+        except _DB_ERRORS:
             await self.release()
             return False
 

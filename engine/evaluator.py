@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 
 from engine.events import event_from_row, to_json
-from sql import query
 from rules.errors import EngineError
+from sql import query
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,9 @@ class Evaluator:
                 [stats[i]["errors"] for i in ids],
             )
 
-    def _log_failure(self, event: Mapping[str, Any], trigger_id: str | None, exc: Exception) -> None:
+    def _log_failure(
+        self, event: Mapping[str, Any], trigger_id: str | None, exc: Exception
+    ) -> None:
         event_id = str(event.get("id"))
         if (event_id, trigger_id) in self._failed_events:
             return

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "new_event"
 PROBE_CHANNEL = "engine_probe"
+APPLICATION_NAME = "engine-listener"
 
 
 class Listener:
@@ -60,7 +61,7 @@ class Listener:
         while True:
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("listener cannot connect", extra={"error": str(exc), "retry_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.tunables.reconnect_max_s)
@@ -77,7 +78,9 @@ class Listener:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        conn = await asyncpg.connect(self.dsn, timeout=10)
+        conn = await asyncpg.connect(
+            self.dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+        )
         conn.add_termination_listener(self._on_terminate)
         await conn.add_listener(CHANNEL, self._on_notify)
         await conn.add_listener(PROBE_CHANNEL, self._on_notify)
@@ -94,8 +97,10 @@ class Listener:
                 log.warning("listener connection lost")
                 return
             try:
-                await self._conn.fetchval(query("ping"), timeout=max(2.0, self.tunables.poll_interval_s))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+                await self._conn.fetchval(
+                    query("ping"), timeout=max(2.0, self.tunables.poll_interval_s)
+                )
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 log.warning("listener connection lost")
                 return
 
@@ -115,7 +120,7 @@ class Listener:
         try:
             await pool.execute(query("notify_probe"), PROBE_CHANNEL, token, timeout=timeout_s)
             received = await asyncio.wait_for(waiter, timeout_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None
         finally:
             self._probes.pop(token, None)

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 
 from engine.events import to_json
-from sql import query
 from rules import LoadResult, RuleIndex, load_rules
 from rules.errors import RuleError
+from sql import query
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ def rule_files(paths: Sequence[str]) -> dict[str, float]:
     for raw in paths:
         path = Path(raw)
         candidates = (
-            [p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")] if path.is_dir() else [path]
+            [p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")]
+            if path.is_dir()
+            else [path]
         )
         for candidate in candidates:
             try:

@@ -204,3 +204,19 @@ SELECT 1;
 
 -- name: notify_probe
 SELECT pg_notify($1, $2);
+
+-- name: status_rules
+SELECT trigger_id, sum(matched) AS matched, sum(fired) AS fired,
+       sum(suppressed) AS suppressed, sum(errors) AS errors
+  FROM rule_stats
+ WHERE hour >= date_trunc('hour', now() - interval '1 hour')
+ GROUP BY trigger_id ORDER BY trigger_id;
+
+-- name: status_blocker
+-- The oldest running transaction holding back the gap-safe cursor, if any.
+SELECT pid, backend_xid::text AS xid, now() - xact_start AS running_for,
+       left(query, 200) AS query
+  FROM pg_stat_activity
+ WHERE backend_xid IS NOT NULL
+ ORDER BY age(backend_xid) DESC
+ LIMIT 1;
