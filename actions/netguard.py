@@ -53,8 +53,8 @@ def refusal_reason(address: IPAddress) -> str | None:
         (address.is_multicast, "multicast"),
         (address in _CGNAT, "carrier-grade NAT"),
         (address in _UNIQUE_LOCAL, "unique-local"),
-        (address.is_private, "private"),
         (address.is_reserved, "reserved"),
+        (address.is_private, "private"),
         (not address.is_global, "not globally routable"),
     )
     return next((reason for refused, reason in checks if refused), None)
