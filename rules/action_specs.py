@@ -1,0 +1,183 @@
+"""Validate a rule's `actions` list and build ActionSpecs.
+
+The checks here are the ones that need no template engine: keys, types, URLs, parse
+modes, retry policy, bot names.  Template syntax and names are checked by
+rules.template_check on the same actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+from rules.durations import DurationError, parse_duration
+from rules.model import ActionSpec, RetryPolicy
+from rules.reporting import Problems, shown
+from rules.shapes import check_keys, mapping_at, positive_int
+from rules.yaml_source import Path
+
+KINDS: Final = ("telegram", "rest", "mcp")
+COMMON_KEYS: Final = ("name", "retry")
+KIND_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "telegram": ("chat_id", "text", "parse_mode", "bot", "disable_preview"),
+    "rest": ("url", "method", "headers", "body", "timeout", "secret", "expect_status"),
+    "mcp": ("url", "agent", "tool", "arguments", "token", "verify_file_hash", "timeout"),
+}
+REQUIRED: Final[dict[str, tuple[str, ...]]] = {
+    "telegram": ("chat_id", "text"),
+    "rest": ("url",),
+    "mcp": ("tool",),
+}
+PARSE_MODES: Final = ("HTML", "MarkdownV2", "none")
+METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MAX_ATTEMPTS: Final = 100
+DEFAULT_BOT: Final = "default"
+
+
+def compile_actions(
+    raw_actions: Any,
+    expanded_actions: Any,
+    sink: Problems,
+    bot_names: Collection[str] | None,
+    path: Path = ("actions",),
+) -> tuple[ActionSpec, ...]:
+    """ActionSpecs from the actions as written; checks run on the ``${VAR}``-expanded copy."""
+    if not isinstance(expanded_actions, list) or not expanded_actions:
+        sink.at(path, f"must be a non-empty list of actions (got {shown(expanded_actions)})")
+        return ()
+    specs = []
+    for index, (raw, item) in enumerate(zip(raw_actions, expanded_actions, strict=True)):
+        spec = _compile_action(index, raw, item, sink, bot_names, (*path, index))
+        if spec is not None:
+            specs.append(spec)
+    return tuple(specs)
+
+
+def _compile_action(
+    index: int,
+    raw: Any,
+    item: Any,
+    sink: Problems,
+    bot_names: Collection[str] | None,
+    path: Path,
+) -> ActionSpec | None:
+    item = mapping_at(item, sink, path, "a mapping with one of telegram, rest, mcp")
+    if item is None:
+        return None
+    before = sink.count
+    kinds = [key for key in item if key in KINDS]
+    check_keys(item, (*KINDS, *COMMON_KEYS), sink, path)
+    if len(kinds) != 1:
+        sink.at(
+            path,
+            "needs exactly one of telegram, rest, mcp"
+            + (f" (got {', '.join(kinds)})" if kinds else ""),
+        )
+        return None
+    kind = kinds[0]
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        sink.at((*path, "name"), f"must be a string (got {shown(name)})")
+    retry = _retry(item.get("retry"), sink, (*path, "retry"))
+    body = mapping_at(item[kind], sink, (*path, kind), f"a mapping of {kind} settings")
+    if body is not None:
+        _check_kind(kind, body, sink, (*path, kind), bot_names)
+    if sink.count != before or body is None or retry is None:
+        return None
+    return ActionSpec(index=index, kind=kind, name=name, raw=raw[kind], retry=retry)
+
+
+def _check_kind(
+    kind: str,
+    body: Mapping[str, Any],
+    sink: Problems,
+    path: Path,
+    bot_names: Collection[str] | None,
+) -> None:
+    check_keys(body, KIND_KEYS[kind], sink, path, required=REQUIRED[kind])
+    for key in ("text", "tool", "secret", "token", "agent"):
+        if key in body and not isinstance(body[key], str):
+            sink.at((*path, key), f"must be a string (got {shown(body[key])})")
+    if "chat_id" in body and (
+        isinstance(body["chat_id"], bool) or not isinstance(body["chat_id"], str | int)
+    ):
+        sink.at(
+            (*path, "chat_id"), f"must be a string or an integer (got {shown(body['chat_id'])})"
+        )
+    if "url" in body:
+        _check_url(body["url"], sink, (*path, "url"))
+    if kind == "mcp" and "url" not in body and "agent" not in body:
+        sink.at(path, "needs 'url' or 'agent'")
+    if kind == "telegram":
+        mode = body.get("parse_mode", "HTML")
+        if mode not in PARSE_MODES:
+            sink.at(
+                (*path, "parse_mode"),
+                f"must be one of {', '.join(PARSE_MODES)} (got {shown(mode)})",
+            )
+        bot = body.get("bot", DEFAULT_BOT)
+        if not isinstance(bot, str):
+            sink.at((*path, "bot"), f"must be a string (got {shown(bot)})")
+        elif bot_names is not None and bot not in bot_names:
+            known = ", ".join(sorted(bot_names)) or "none"
+            sink.at(
+                (*path, "bot"),
+                f"'{bot}' is not a bot under telegram.bots in the config (known: {known})",
+            )
+    for key in ("disable_preview", "verify_file_hash"):
+        if key in body and not isinstance(body[key], bool):
+            sink.at((*path, key), f"must be true or false (got {shown(body[key])})")
+    _check_rest_extras(body, sink, path)
+
+
+def _check_rest_extras(body: Mapping[str, Any], sink: Problems, path: Path) -> None:
+    method = body.get("method", "POST")
+    if method not in METHODS:
+        sink.at((*path, "method"), f"must be one of {', '.join(METHODS)} (got {shown(method)})")
+    headers = body.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
+        sink.at((*path, "headers"), "must be a mapping of header name to string value")
+    if "arguments" in body and not isinstance(body["arguments"], Mapping):
+        sink.at((*path, "arguments"), f"must be a mapping (got {shown(body['arguments'])})")
+    if "timeout" in body:
+        try:
+            parse_duration(body["timeout"])
+        except DurationError as exc:
+            sink.at((*path, "timeout"), str(exc))
+    status = body.get("expect_status", 200)
+    codes = status if isinstance(status, list) else [status]
+    if not codes or not all(type(c) is int and 100 <= c <= 599 for c in codes):
+        sink.at(
+            (*path, "expect_status"),
+            f"must be an HTTP status or a list of them (got {shown(status)})",
+        )
+
+
+def _check_url(url: Any, sink: Problems, path: Path) -> None:
+    if not isinstance(url, str):
+        sink.at(path, f"must be a string (got {shown(url)})")
+    elif "{{" not in url and not url.startswith(("http://", "https://")):
+        sink.at(path, f"must be an http:// or https:// URL (got {shown(url)})")
+
+
+def _retry(spec: Any, sink: Problems, path: Path) -> RetryPolicy | None:
+    if spec is None:
+        return RetryPolicy()
+    spec = mapping_at(spec, sink, path, "a mapping with attempts, backoff, max_backoff")
+    if spec is None:
+        return None
+    before = sink.count
+    check_keys(spec, ("attempts", "backoff", "max_backoff"), sink, path)
+    attempts = positive_int(spec, "attempts", sink, path, default=5, maximum=MAX_ATTEMPTS)
+    delays = {}
+    for key, default in (("backoff", 2.0), ("max_backoff", 600.0)):
+        try:
+            delays[key] = float(parse_duration(spec[key])) if key in spec else default
+        except DurationError as exc:
+            sink.at((*path, key), str(exc))
+    if sink.count != before or attempts is None:
+        return None
+    if delays["max_backoff"] < delays["backoff"]:
+        sink.at((*path, "max_backoff"), "must not be shorter than backoff")
+        return None
+    return RetryPolicy(attempts, delays["backoff"], delays["max_backoff"])

@@ -1,0 +1,179 @@
+"""Compile one rule mapping (as loaded from YAML) into a Rule, reporting every mistake.
+
+Two copies of the mapping come in: as written (stored in the database, ``${VAR}`` intact)
+and with ``${VAR}`` expanded (what is checked and evaluated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+from rules.action_specs import compile_actions
+from rules.conditions import compile_when
+from rules.fields import EVENT_FIELDS, suggest
+from rules.model import Rule, canonical_json
+from rules.reporting import Problems, shown
+from rules.shapes import check_keys
+from rules.stateful import StateMachine
+from rules.template_check import check_action_templates
+from rules.test_specs import compile_tests
+from rules.throttle import compile_throttle
+from rules.where import compile_where
+from rules.yaml_source import Path
+
+RULE_KEYS: Final = (
+    "id",
+    "description",
+    "enabled",
+    "owner",
+    "on",
+    "where",
+    "per",
+    "when",
+    "throttle",
+    "actions",
+    "tests",
+)
+LOGIC_KEYS: Final = ("on", "where", "per", "when")
+ON_KEYS: Final = ("chain_id", "registry", "event_type")
+REGISTRIES: Final = ("identity", "reputation", "validation")
+ID_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
+
+
+def rule_id_of(spec: Any) -> str | None:
+    """The rule's id when it is a usable string (for error messages), else None."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("id"), str):
+        return str(spec["id"])
+    return None
+
+
+def compile_rule(
+    raw: Mapping[str, Any],
+    expanded: Mapping[str, Any],
+    sink: Problems,
+    *,
+    source_file: str,
+    source_line: int,
+    bot_names: Collection[str] | None = None,
+) -> Rule | None:
+    """A Rule from one mapping of `rules:`, or None when any mistake was reported."""
+    before = sink.count
+    check_keys(expanded, RULE_KEYS, sink, (), required=("id", "actions"))
+    rule_id = _check_header(expanded, sink)
+    on = _compile_on(expanded.get("on"), sink)
+    where = compile_where(expanded.get("where"), sink)
+    per = _compile_per(expanded.get("per"), sink)
+    conditions = compile_when(expanded.get("when"), sink)
+    throttle = compile_throttle(expanded.get("throttle"), sink)
+    actions = compile_actions(raw.get("actions"), expanded.get("actions"), sink, bot_names)
+    if isinstance(expanded.get("actions"), list):
+        state_keys = [c.key for c in conditions]
+        check_action_templates(expanded["actions"], per or (), state_keys, sink)
+    raw_actions = expanded.get("actions")
+    names = [
+        a.get("name") if isinstance(a, Mapping) else None
+        for a in (raw_actions if isinstance(raw_actions, list) else [])
+    ]
+    tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
+    if sink.count != before or rule_id is None or on is None or per is None:
+        return None
+    stateful = "when" in expanded or "throttle" in expanded
+    logic = {key: expanded.get(key) for key in LOGIC_KEYS}
+    return Rule(
+        id=rule_id,
+        description=expanded.get("description"),
+        owner=expanded.get("owner"),
+        enabled=expanded.get("enabled", True),
+        on=on,
+        per=per,
+        actions=actions,
+        source_file=source_file,
+        source_line=source_line,
+        document=dict(raw),
+        content_hash=hashlib.sha256(canonical_json(raw).encode()).hexdigest(),
+        logic_hash=hashlib.sha256(canonical_json(logic).encode()).hexdigest(),
+        stateful=stateful,
+        tests=tests,
+        equalities=where.equalities,
+        predicate=where.predicate,
+        machine=StateMachine(conditions, throttle) if stateful else None,
+    )
+
+
+def _check_header(spec: Mapping[str, Any], sink: Problems) -> str | None:
+    rule_id = spec.get("id")
+    ok_id: str | None = None
+    if "id" in spec:
+        if not isinstance(rule_id, str) or not ID_PATTERN.match(rule_id):
+            sink.at(
+                ("id",),
+                "must match [a-z0-9][a-z0-9._-]* (lower case, at most 200 "
+                f"characters; got {shown(rule_id)})",
+            )
+        else:
+            ok_id = rule_id
+    for key in ("description", "owner"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            sink.at((key,), f"must be a string (got {shown(spec[key])})")
+    if not isinstance(spec.get("enabled", True), bool):
+        sink.at(("enabled",), f"must be true or false (got {shown(spec['enabled'])})")
+    return ok_id
+
+
+def _compile_on(
+    spec: Any, sink: Problems, path: Path = ("on",)
+) -> dict[str, frozenset[Any]] | None:
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        sink.at(path, f"must be a mapping of chain_id, registry, event_type (got {shown(spec)})")
+        return None
+    before = sink.count
+    check_keys(spec, ON_KEYS, sink, path)
+    on: dict[str, frozenset[Any]] = {}
+    for key in ON_KEYS:
+        if key not in spec:
+            continue
+        values = spec[key] if isinstance(spec[key], list) else [spec[key]]
+        if not values:
+            sink.at((*path, key), "must not be an empty list (leave the key out to match any)")
+            continue
+        for value in values:
+            _check_on_value(key, value, sink, (*path, key))
+        on[key] = frozenset(values)
+    return on if sink.count == before else None
+
+
+def _check_on_value(key: str, value: Any, sink: Problems, path: Path) -> None:
+    if key == "chain_id":
+        if type(value) is not int or value <= 0:
+            sink.at(path, f"must be a positive integer chain id (got {shown(value)})")
+    elif not isinstance(value, str) or not value:
+        sink.at(path, f"must be a non-empty string (got {shown(value)})")
+    elif key == "registry" and value not in REGISTRIES:
+        sink.at(
+            path,
+            f"must be one of {', '.join(REGISTRIES)} (got {shown(value)})"
+            f"{suggest(value, REGISTRIES)}",
+        )
+
+
+def _compile_per(spec: Any, sink: Problems, path: Path = ("per",)) -> tuple[str, ...] | None:
+    if spec is None:
+        return ()
+    names = spec if isinstance(spec, list) else [spec]
+    if not names:
+        sink.at(path, "must name at least one event field (leave it out for one group)")
+        return None
+    before = sink.count
+    for i, name in enumerate(names):
+        where = (*path, i) if isinstance(spec, list) else path
+        if not isinstance(name, str) or name not in EVENT_FIELDS:
+            hint = suggest(name, EVENT_FIELDS) if isinstance(name, str) else ""
+            sink.at(where, f"must name an event field (got {shown(name)}){hint}")
+    if len(set(map(str, names))) != len(names):
+        sink.at(path, "names a field twice")
+    return tuple(names) if sink.count == before else None

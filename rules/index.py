@@ -1,0 +1,144 @@
+"""RuleIndex: find the rules an event can match without trying them all.
+
+Two levels.  First the event's (chain_id, registry, event_type): each rule sits in the
+bucket of every combination its `on` allows, with None standing for "any" in a dimension
+the rule leaves open; an event's merged candidate list is built once per distinct triple
+and cached.  Then, inside a merged bucket, rules whose top-level `where` requires a field
+to equal one of a few values (`agent_id: 42`) are filed under those values, so ten
+thousand rules that differ by agent_id cost one dict lookup.  Candidates are then checked
+with the rule's full predicate, in load order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from rules.fields import fold_hex
+from rules.model import Rule, on_value
+
+ON_KEYS: Final = ("chain_id", "registry", "event_type")
+#: Fields tried first as the sub-index key: the ones rules most often pin to one value.
+PREFERRED_KEYS: Final = (
+    "agent_id",
+    "client_address",
+    "validator_address",
+    "owner",
+    "tag1",
+    "tag2",
+    "tag",
+    "request_hash",
+    "file_hash",
+    "metadata_key",
+)
+#: Distinct (chain, registry, event_type) triples cached; hostile input cannot grow it past.
+MAX_CACHED_TRIPLES: Final = 4096
+
+_Entry = tuple[int, Rule]
+
+
+class _Bucket:
+    """The rules that can match one (chain, registry, event_type), sub-indexed by equality."""
+
+    __slots__ = ("keyed", "unkeyed")
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.unkeyed: list[_Entry] = []
+        tables: dict[str, dict[Any, list[_Entry]]] = {}
+        for entry in entries:
+            key = _index_key(entry[1])
+            if key is None:
+                self.unkeyed.append(entry)
+                continue
+            table = tables.setdefault(key, {})
+            for value in entry[1].equalities[key]:
+                table.setdefault(value, []).append(entry)
+        self.keyed: tuple[tuple[str, dict[Any, list[_Entry]]], ...] = tuple(tables.items())
+
+    def match(self, event: Mapping[str, Any]) -> list[Rule]:
+        found: list[_Entry] | None = None
+        several = False
+        for field, table in self.keyed:
+            value = event.get(field)
+            try:
+                hits = table.get(fold_hex(value))
+            except TypeError:  # unhashable (a list in a hostile row): matches no equality
+                continue
+            if hits:
+                if found is None:
+                    found = hits
+                else:
+                    found = [*found, *hits]
+                    several = True
+        if self.unkeyed:
+            if found is None:
+                found = self.unkeyed
+            else:
+                found = [*found, *self.unkeyed]
+                several = True
+        if found is None:
+            return []
+        if several:
+            found = sorted(found, key=_order)
+        return [rule for _, rule in found if rule.matches(event)]
+
+
+def _order(entry: _Entry) -> int:
+    return entry[0]
+
+
+def _index_key(rule: Rule) -> str | None:
+    equalities = rule.equalities
+    if not equalities:
+        return None
+    for key in PREFERRED_KEYS:
+        if key in equalities:
+            return key
+    return next(iter(equalities))
+
+
+class RuleIndex:
+    """Enabled rules indexed for fast matching; immutable once built."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._rules = [rule for rule in rules if rule.enabled]
+        self._by_on: dict[tuple[Any, Any, Any], list[_Entry]] = {}
+        for order, rule in enumerate(self._rules):
+            options = [list(rule.on[key]) if key in rule.on else [None] for key in ON_KEYS]
+            for combination in itertools.product(*options):
+                self._by_on.setdefault(combination, []).append((order, rule))
+        self._buckets: dict[tuple[Any, Any, Any], _Bucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The enabled rules, in load order."""
+        return list(self._rules)
+
+    def matching(self, event: Mapping[str, Any]) -> list[Rule]:
+        """The rules whose `on` and `where` hold for ``event``, in load order; never raises."""
+        triple = (
+            on_value(event.get("chain_id")),
+            on_value(event.get("registry")),
+            on_value(event.get("event_type")),
+        )
+        bucket = self._buckets.get(triple)
+        if bucket is None:
+            bucket = self._build_bucket(triple)
+        return bucket.match(event)
+
+    def _build_bucket(self, triple: tuple[Any, Any, Any]) -> _Bucket:
+        entries: list[_Entry] = []
+        for chain, registry, event_type in itertools.product(
+            (triple[0], None), (triple[1], None), (triple[2], None)
+        ):
+            entries.extend(self._by_on.get((chain, registry, event_type), ()))
+        # A rule appears once per triple: each `on` dimension is either open or concrete.
+        bucket = _Bucket(sorted(set(entries), key=_order))
+        if len(self._buckets) >= MAX_CACHED_TRIPLES:
+            self._buckets.clear()  # a flood of odd triples: rebuild rather than grow
+        self._buckets[triple] = bucket
+        return bucket

@@ -1,0 +1,230 @@
+"""Field matchers (`eq`, `lt`, `in`, `exists`, `matches` …) compiled to closures.
+
+Each closure takes an event row and returns a bool; it never raises, whatever the row
+holds.  Semantics a rule author relies on:
+
+- a null field satisfies only ``exists: false`` and ``ne`` / ``not_in`` (operands are
+  never null: the loader refuses null operands and points at ``exists: false``);
+- a value of the wrong type at run time (a string in ``score``, a list anywhere) satisfies
+  no operator except ``exists``: it is treated as "cannot compare", not as "different";
+- ``0x…`` strings compare case-insensitively (operands are lower-cased here, once; values
+  are lower-cased per event only when they start with 0x).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from rules.fields import INTEGER, NUMBER, TEXT, fold_hex, is_number, suggest
+from rules.reporting import Problems, shown
+from rules.yaml_source import Path
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+OPERATORS: Final = (
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "in",
+    "not_in",
+    "exists",
+    "matches",
+    "contains",
+)
+EQUALITY_OPERATORS: Final = frozenset({"eq", "in"})
+MAX_PATTERN_CHARS: Final = 1000
+
+_ORDER: Final = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+
+
+def all_of(predicates: list[Predicate]) -> Predicate:
+    """A predicate holding when every one holds; flat, so 10,000 parts cannot recurse."""
+    if not predicates:
+        return _always
+    if len(predicates) == 1:
+        return predicates[0]
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda event: first(event) and second(event)
+    parts = tuple(predicates)
+
+    def every(event: Mapping[str, Any]) -> bool:
+        return all(part(event) for part in parts)
+
+    return every
+
+
+def _always(event: Mapping[str, Any]) -> bool:
+    return True
+
+
+def operand_ok(kind: str, value: Any) -> bool:
+    """Whether ``value`` can be compared with a column of type ``kind``."""
+    if kind == TEXT:
+        return isinstance(value, str)
+    return is_number(value)
+
+
+def normalise_operand(kind: str, value: Any) -> Any:
+    """The operand as it is compared at run time (hex folded)."""
+    return fold_hex(value) if kind == TEXT else value
+
+
+def compile_field(field: str, kind: str, spec: Any, sink: Problems, path: Path) -> Predicate | None:
+    """Compile the matcher for one field; None (with errors reported) when it is wrong."""
+    if not isinstance(spec, Mapping):
+        spec = {"eq": spec}
+        op_paths: dict[str, Path] = {"eq": path}
+    else:
+        op_paths = {op: (*path, op) for op in spec}
+    if not spec:
+        sink.at(path, "needs at least one operator: " + ", ".join(OPERATORS))
+        return None
+    before = sink.count
+    parts = [
+        part
+        for op, operand in spec.items()
+        if (part := _compile_operator(field, kind, op, operand, sink, op_paths[op])) is not None
+    ]
+    return all_of(parts) if sink.count == before else None
+
+
+def _compile_operator(
+    field: str, kind: str, op: str, operand: Any, sink: Problems, path: Path
+) -> Predicate | None:
+    if op not in OPERATORS:
+        sink.at(
+            path, f"is not an operator{suggest(op, OPERATORS)}; use one of " + ", ".join(OPERATORS)
+        )
+        return None
+    if op == "exists":
+        if not isinstance(operand, bool):
+            sink.at(path, f"must be true or false (got {shown(operand)})")
+            return None
+        return _exists(field) if operand else _missing(field)
+    if operand is None or (
+        op in ("in", "not_in") and isinstance(operand, list) and any(v is None for v in operand)
+    ):
+        sink.at(path, "cannot compare with null; use `exists: false` to match a missing value")
+        return None
+    if op in ("matches", "contains"):
+        return _compile_text_operator(field, kind, op, operand, sink, path)
+    if op in ("in", "not_in"):
+        if not isinstance(operand, list):
+            sink.at(path, f"must be a list of values (got {shown(operand)})")
+            return None
+        bad = [v for v in operand if not operand_ok(kind, v)]
+        if bad:
+            sink.at(
+                path,
+                f"values must be {_kind_name(kind)} to compare with {field} (got {shown(bad[0])})",
+            )
+            return None
+        values = frozenset(normalise_operand(kind, v) for v in operand)
+        return _in(field, kind, values) if op == "in" else _not_in(field, kind, values)
+    if not operand_ok(kind, operand):
+        sink.at(path, f"must be {_kind_name(kind)} to compare with {field} (got {shown(operand)})")
+        return None
+    value = normalise_operand(kind, operand)
+    if op == "eq":
+        return _eq(field, kind, value)
+    if op == "ne":
+        return _ne(field, kind, value)
+    return _ordered(field, kind, _ORDER[op], value)
+
+
+def _compile_text_operator(
+    field: str, kind: str, op: str, operand: Any, sink: Problems, path: Path
+) -> Predicate | None:
+    if kind != TEXT:
+        sink.at(path, f"only applies to text fields; {field} is {_kind_name(kind)}")
+        return None
+    if not isinstance(operand, str):
+        sink.at(path, f"must be a string (got {shown(operand)})")
+        return None
+    if op == "contains":
+        return _contains(field, fold_hex(operand) if operand[:2] in ("0x", "0X") else operand)
+    if len(operand) > MAX_PATTERN_CHARS:
+        sink.at(path, f"regular expression is longer than {MAX_PATTERN_CHARS} characters")
+        return None
+    try:
+        pattern = re.compile(operand)
+    except (re.error, OverflowError, RecursionError) as exc:
+        sink.at(path, f"is not a valid regular expression: {exc}")
+        return None
+    return _matches(field, pattern)
+
+
+def _kind_name(kind: str) -> str:
+    return {TEXT: "a string", INTEGER: "a number", NUMBER: "a number"}[kind]
+
+
+# --- run-time closures: keep them tiny, they run for every candidate rule on every event.
+
+
+def _eq(field: str, kind: str, value: Any) -> Predicate:
+    if kind == TEXT:
+        return lambda e: type(v := e.get(field)) is str and fold_hex(v) == value
+    return lambda e: (v := e.get(field)) == value and _num(v)
+
+
+def _ne(field: str, kind: str, value: Any) -> Predicate:
+    if kind == TEXT:
+        return lambda e: (v := e.get(field)) is None or (type(v) is str and fold_hex(v) != value)
+    return lambda e: (v := e.get(field)) is None or (_num(v) and v != value)
+
+
+def _ordered(field: str, kind: str, compare: Callable[[Any, Any], bool], value: Any) -> Predicate:
+    if kind == TEXT:
+        return lambda e: type(v := e.get(field)) is str and compare(fold_hex(v), value)
+    return lambda e: _num(v := e.get(field)) and compare(v, value)
+
+
+def _in(field: str, kind: str, values: frozenset[Any]) -> Predicate:
+    if kind == TEXT:
+        return lambda e: type(v := e.get(field)) is str and fold_hex(v) in values
+    return lambda e: _num(v := e.get(field)) and v in values
+
+
+def _not_in(field: str, kind: str, values: frozenset[Any]) -> Predicate:
+    if kind == TEXT:
+        return lambda e: (
+            (v := e.get(field)) is None or (type(v) is str and fold_hex(v) not in values)
+        )
+    return lambda e: (v := e.get(field)) is None or (_num(v) and v not in values)
+
+
+def _num(value: Any) -> bool:
+    # Exact type tests: bool is an int subclass but never a score, and Decimal NaN raises
+    # on ordering comparisons, so only finite Decimals pass.
+    kind = type(value)
+    return kind is int or kind is float or (kind is Decimal and value.is_finite())
+
+
+def _present(value: Any) -> bool:
+    if value is None or value == "":
+        return False
+    return not (isinstance(value, list | dict | tuple) and not value)
+
+
+def _exists(field: str) -> Predicate:
+    return lambda e: _present(e.get(field))
+
+
+def _missing(field: str) -> Predicate:
+    return lambda e: not _present(e.get(field))
+
+
+def _contains(field: str, needle: str) -> Predicate:
+    return lambda e: type(v := e.get(field)) is str and needle in fold_hex(v)
+
+
+def _matches(field: str, pattern: re.Pattern[str]) -> Predicate:
+    return lambda e: type(v := e.get(field)) is str and pattern.search(v) is not None

@@ -1,0 +1,153 @@
+"""The compiled, immutable rule and the values the engine exchanges with it.
+
+A Rule is built only by the loader (rules.compile).  Its evaluation methods are pure and
+never raise on hostile event rows: a value that cannot be compared simply does not match.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rules.fields import fold_hex
+
+if TYPE_CHECKING:
+    from rules.matchers import Predicate
+    from rules.stateful import StateMachine
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the worker retries one action: exponential backoff with jitter."""
+
+    attempts: int = 5  # total attempts, the first included
+    backoff_s: float = 2.0
+    max_backoff_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action of a rule; ``raw`` is the mapping under the kind key, ``${VAR}`` unexpanded."""
+
+    index: int
+    kind: str
+    name: str | None
+    raw: Mapping[str, Any]
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one event for one group of a rule."""
+
+    fired: bool
+    suppressed: bool
+    state: dict[str, Any] | None
+    template_state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RenderExpectation:
+    """A `renders` item of a rule test: the n-th firing's action output contains strings."""
+
+    firing: int
+    action: int
+    contains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuleTest:
+    """One `tests:` item, with events already completed (defaults and timestamps)."""
+
+    name: str
+    events: tuple[Mapping[str, Any], ...]
+    fires: tuple[int, ...]
+    renders: tuple[RenderExpectation, ...]
+    line: int
+
+
+_UNHASHABLE = object()
+
+
+def on_value(value: Any) -> Any:
+    """An event value as the `on` index compares it: bools and unhashables match nothing."""
+    if value is None or type(value) in (int, str):
+        return value
+    if isinstance(value, bool):
+        return _UNHASHABLE
+    try:
+        hash(value)
+    except TypeError:
+        return _UNHASHABLE
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted, compact JSON: equal values give equal text (hashes, group keys)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """A compiled rule.  Equality is identity: two loads give two distinct rules."""
+
+    id: str
+    description: str | None
+    owner: str | None
+    enabled: bool
+    on: Mapping[str, frozenset[Any]]
+    per: tuple[str, ...]
+    actions: tuple[ActionSpec, ...]
+    source_file: str
+    source_line: int
+    document: Mapping[str, Any]
+    content_hash: str
+    logic_hash: str
+    stateful: bool
+    tests: tuple[RuleTest, ...] = ()
+    equalities: Mapping[str, frozenset[Any]] = field(default_factory=dict, repr=False)
+    predicate: Predicate | None = field(default=None, repr=False)
+    machine: StateMachine | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Whether `on` and `where` hold for ``event``; never raises."""
+        try:
+            for key, allowed in self.on.items():
+                if on_value(event.get(key)) not in allowed:
+                    return False
+            return self.predicate is None or self.predicate(event)
+        except Exception:  # a hostile row must cost a non-match, never the engine
+            return False
+
+    def group_values(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The `per` values of ``event`` (hex folded so case does not split groups)."""
+        return {name: _json_safe(fold_hex(event.get(name))) for name in self.per}
+
+    def group_key(self, event: Mapping[str, Any]) -> str:
+        """A stable string naming the group: canonical JSON of the per values, "" without per."""
+        if not self.per:
+            return ""
+        return canonical_json([_json_safe(fold_hex(event.get(name))) for name in self.per])
+
+    def step(self, event: Mapping[str, Any], state: Mapping[str, Any] | None) -> Step:
+        """Apply `when` then `throttle` for one matching event; pure, never mutates ``state``.
+
+        A stateless rule always fires.  ``state`` None means a fresh group.
+        """
+        if self.machine is None:
+            return Step(fired=True, suppressed=False, state=None, template_state={})
+        return self.machine.step(event, state)
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    from rules.fields import as_json_number  # local: keeps the hot path above import-free
+
+    number = as_json_number(value)
+    return number if number is not None else str(value)

@@ -1,0 +1,121 @@
+"""Load-time checks of an action's templates: syntax, unknown filters, unknown names.
+
+Everything knowable before an event arrives is checked here, so `engine check` reports it:
+a template may use only `event`, `rule`, `group`, `state`, `fired_at` and names it binds
+itself (loop variables, `set`); `event.X` must be an event column, `group.X` a `per`
+field, `state.X` one of the rule's conditions, `rule.X` one of id, description, owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from jinja2 import TemplateSyntaxError, meta, nodes
+
+from rules.fields import EVENT_FIELDS, suggest
+from rules.reporting import Problems
+from rules.templates import (
+    CONTEXT_NAMES,
+    STRUCTURE_FIELDS,
+    TEXT_FIELDS,
+    compile_template,
+    environment,
+)
+from rules.yaml_source import Path
+
+RULE_ATTRIBUTES: Final = ("id", "description", "owner")
+
+
+def check_action_templates(
+    actions: Sequence[Any], per: Sequence[str], state_keys: Sequence[str], sink: Problems
+) -> None:
+    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list)."""
+    known = {
+        "event": tuple(EVENT_FIELDS),
+        "rule": RULE_ATTRIBUTES,
+        "group": tuple(per),
+        "state": tuple(state_keys),
+    }
+    for index, action in enumerate(actions):
+        if not isinstance(action, Mapping):
+            continue
+        for kind in ("telegram", "rest", "mcp"):
+            body = action.get(kind)
+            if isinstance(body, Mapping):
+                for path, source in _template_fields(kind, body):
+                    check_template(source, known, sink, ("actions", index, kind, *path))
+
+
+def _template_fields(kind: str, body: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
+    fields = list(TEXT_FIELDS.get(kind, ()))
+    if kind == "telegram":
+        fields.append("text")
+    for key in fields:
+        if isinstance(body.get(key), str):
+            yield (key,), body[key]
+    if kind == "rest" and isinstance(body.get("headers"), Mapping):
+        for name, value in body["headers"].items():
+            if isinstance(value, str):
+                yield ("headers", name), value
+    structure = STRUCTURE_FIELDS.get(kind)
+    if structure is not None and structure in body:
+        yield from _leaves(body[structure], (structure,))
+
+
+def _leaves(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, i))
+
+
+def check_template(
+    source: str, known: Mapping[str, Sequence[str]], sink: Problems, path: Path
+) -> None:
+    """Report syntax errors and unknown names in one template string."""
+    if "{" not in source:
+        return
+    try:
+        compile_template(source)  # also catches unknown filters and tests
+        tree = environment("none").parse(source)
+    except TemplateSyntaxError as exc:
+        sink.at(path, f"template error on its line {exc.lineno}: {exc.message}")
+        return
+    allowed = set(CONTEXT_NAMES) | set(environment("none").globals)
+    for name in sorted(meta.find_undeclared_variables(tree) - allowed):
+        sink.at(
+            path,
+            f"template uses '{name}', which is not in the template context"
+            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES),
+        )
+    for root, attribute in _attribute_uses(tree):
+        choices = known.get(root)
+        if choices is not None and attribute not in choices:
+            listed = ", ".join(choices) if choices else "nothing (see per / when)"
+            sink.at(
+                path,
+                f"template uses '{root}.{attribute}', which does not exist"
+                f"{suggest(attribute, choices)}; {root} has {_shorten(listed)}",
+            )
+
+
+def _attribute_uses(tree: nodes.Template) -> Iterator[tuple[str, str]]:
+    """(`event`, `score`) for each `event.score` / `event['score']` in the template."""
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if not isinstance(target, nodes.Name) or target.name in assigned:
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield target.name, str(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(getattr(node.arg, "value", None), str):
+            yield target.name, node.arg.value  # type: ignore[attr-defined]
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."

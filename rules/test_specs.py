@@ -1,0 +1,170 @@
+"""Parse a rule's `tests:` block into RuleTests with complete, ready-to-evaluate events.
+
+Missing `chain_id`, `registry`, `event_type` default to the rule's first `on` values; a
+missing `timestamp` is one second after the previous event (the first is TEST_START_S);
+`"+N"` is N seconds after the previous event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from rules.fields import EVENT_FIELDS, suggest
+from rules.model import RenderExpectation, RuleTest
+from rules.reporting import Problems, shown
+from rules.shapes import check_keys, mapping_at
+from rules.yaml_source import Path
+
+#: 2026-01-01 00:00:00 UTC: a fixed, readable start so rendered times are stable.
+TEST_START_S: Final = 1_767_225_600
+MAX_TEST_EVENTS: Final = 10_000
+_RELATIVE = re.compile(r"^\+(\d+)$")
+
+
+def compile_tests(
+    spec: Any,
+    on_doc: Any,
+    action_names: list[str | None],
+    sink: Problems,
+    path: Path = ("tests",),
+) -> tuple[RuleTest, ...]:
+    """RuleTests from `tests:` (None when absent); reports every mistake."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list):
+        sink.at(path, f"must be a list of tests (got {shown(spec)})")
+        return ()
+    defaults = _defaults(on_doc)
+    tests = []
+    for i, item in enumerate(spec):
+        test = _compile_test(item, defaults, action_names, sink, (*path, i))
+        if test is not None:
+            tests.append(test)
+    return tuple(tests)
+
+
+def _defaults(on_doc: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    if isinstance(on_doc, Mapping):
+        for key in ("chain_id", "registry", "event_type"):
+            value = on_doc.get(key)
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value is not None:
+                defaults[key] = value
+    return defaults
+
+
+def _compile_test(
+    item: Any,
+    defaults: dict[str, Any],
+    action_names: list[str | None],
+    sink: Problems,
+    path: Path,
+) -> RuleTest | None:
+    item = mapping_at(item, sink, path, "a mapping with name, events, fires")
+    if item is None:
+        return None
+    before = sink.count
+    check_keys(
+        item,
+        ("name", "events", "fires", "renders"),
+        sink,
+        path,
+        required=("name", "events", "fires"),
+    )
+    name = item.get("name")
+    if "name" in item and not isinstance(name, str):
+        sink.at((*path, "name"), f"must be a string (got {shown(name)})")
+    events = _events(item.get("events"), defaults, sink, (*path, "events"))
+    fires = item.get("fires")
+    if "fires" in item and (
+        not isinstance(fires, list) or not all(type(f) is int and f >= 0 for f in fires)
+    ):
+        sink.at((*path, "fires"), f"must be a list of 0-based event indexes (got {shown(fires)})")
+    elif isinstance(fires, list) and events is not None:
+        for f in fires:
+            if f >= len(events):
+                sink.at((*path, "fires"), f"index {f} is past the last event ({len(events) - 1})")
+    renders = _renders(item.get("renders"), action_names, sink, (*path, "renders"))
+    if sink.count != before or events is None or renders is None:
+        return None
+    line = sink.lines.line_of((*sink.base, *path)) or 0
+    return RuleTest(str(name), tuple(events), tuple(sorted(set(fires or []))), renders, line)
+
+
+def _events(
+    spec: Any, defaults: dict[str, Any], sink: Problems, path: Path
+) -> list[dict[str, Any]] | None:
+    if not isinstance(spec, list):
+        sink.at(path, f"must be a list of event rows (got {shown(spec)})")
+        return None
+    if len(spec) > MAX_TEST_EVENTS:
+        sink.at(path, f"has more than {MAX_TEST_EVENTS} events")
+        return None
+    events: list[dict[str, Any]] = []
+    clock = TEST_START_S - 1
+    for i, row in enumerate(spec):
+        row = mapping_at(row, sink, (*path, i), "a mapping of event fields")
+        if row is None:
+            continue
+        for key in row:
+            if key not in EVENT_FIELDS:
+                sink.at((*path, i, key), f"is not an event field{suggest(key, EVENT_FIELDS)}")
+        stamp = row.get("timestamp")
+        relative = _RELATIVE.match(stamp) if isinstance(stamp, str) else None
+        if stamp is None:
+            clock += 1
+        elif relative is not None:
+            clock += int(relative.group(1))
+        elif type(stamp) is int:
+            clock = stamp
+        else:
+            sink.at(
+                (*path, i, "timestamp"),
+                "must be unix seconds or '+N' seconds after the previous event "
+                f"(got {shown(stamp)})",
+            )
+        event = {"id": f"test-{i}", "block_number": i + 1, "log_index": 0, **defaults, **row}
+        event["timestamp"] = clock
+        events.append(event)
+    return events
+
+
+def _renders(
+    spec: Any, action_names: list[str | None], sink: Problems, path: Path
+) -> tuple[RenderExpectation, ...] | None:
+    if spec is None:
+        return ()
+    if not isinstance(spec, list):
+        sink.at(path, f"must be a list of {{firing, action, contains}} (got {shown(spec)})")
+        return None
+    out = []
+    for i, item in enumerate(spec):
+        where = (*path, i)
+        item = mapping_at(item, sink, where, "a mapping with firing, action, contains")
+        if item is None or not check_keys(
+            item, ("firing", "action", "contains"), sink, where, required=("contains",)
+        ):
+            continue
+        firing, action, contains = item.get("firing", 0), item.get("action", 0), item["contains"]
+        if type(firing) is not int or firing < 0:
+            sink.at((*where, "firing"), f"must be a 0-based firing index (got {shown(firing)})")
+            continue
+        if isinstance(action, str) and action in action_names:
+            action = action_names.index(action)
+        if type(action) is not int or not 0 <= action < len(action_names):
+            sink.at(
+                (*where, "action"),
+                f"must be an action index (0..{len(action_names) - 1}) or name "
+                f"(got {shown(action)})",
+            )
+            continue
+        texts = [contains] if isinstance(contains, str) else contains
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            sink.at((*where, "contains"), "must be a string or a list of strings")
+            continue
+        out.append(RenderExpectation(firing, action, tuple(texts)))
+    return tuple(out)

@@ -1,0 +1,127 @@
+"""Run the `tests:` blocks of rules with no database, Redis or network (`engine rules test`).
+
+Each test evaluates its events against a fresh state of its own rule alone, compares the
+indexes of the events that fired with `fires`, and checks `renders` expectations against
+the rendered actions of the n-th firing (``${VAR}`` expanded from ``environ``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.envsubst import UnsetVariableError, expand_env
+from rules.errors import TemplateRenderError
+from rules.evaluate import Firing, evaluate_stream
+from rules.index import RuleIndex
+from rules.model import RenderExpectation, Rule, RuleTest
+from rules.templates import render_action
+
+
+@dataclass
+class RuleTestResult:
+    """The outcome of one test of one rule."""
+
+    rule_id: str
+    name: str
+    passed: bool
+    expected_fires: list[int]
+    actual_fires: list[int]
+    messages: list[str] = field(default_factory=list)
+    source_file: str = ""
+    source_line: int = 0
+
+
+def run_rule_tests(
+    rules: Sequence[Rule], *, environ: Mapping[str, str] | None = None
+) -> list[RuleTestResult]:
+    """Run every test of every rule (disabled rules too: their tests still describe them)."""
+    results = []
+    for rule in rules:
+        for test in rule.tests:
+            results.append(run_rule_test(rule, test, environ or {}))
+    return results
+
+
+def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> RuleTestResult:
+    """Evaluate one test's events against ``rule`` alone, from fresh state."""
+    index = RuleIndex([_enabled(rule)])
+    firings = [f for f in evaluate_stream(index, test.events, {}) if f.step.fired]
+    actual = [f.event_index for f in firings]
+    messages = [m for r in test.renders for m in _check_render(rule, r, firings, environ)]
+    return RuleTestResult(
+        rule_id=rule.id,
+        name=test.name,
+        passed=actual == list(test.fires) and not messages,
+        expected_fires=list(test.fires),
+        actual_fires=actual,
+        messages=messages,
+        source_file=rule.source_file,
+        source_line=test.line,
+    )
+
+
+def _enabled(rule: Rule) -> Rule:
+    if rule.enabled:
+        return rule
+    from dataclasses import replace  # only for the rare disabled rule under test
+
+    return replace(rule, enabled=True)
+
+
+def _check_render(
+    rule: Rule, expect: RenderExpectation, firings: list[Firing], environ: Mapping[str, str]
+) -> list[str]:
+    where = f"renders: firing {expect.firing}, action {expect.action}"
+    if expect.firing >= len(firings):
+        return [f"{where}: the rule fired only {len(firings)} time(s)"]
+    action = next((a for a in rule.actions if a.index == expect.action), None)
+    if action is None:
+        return [f"{where}: no such action"]
+    try:
+        spec = expand_env(action.raw, environ)
+    except UnsetVariableError as exc:
+        return [f"{where}: {exc}"]
+    try:
+        rendered = render_action(action.kind, spec, firings[expect.firing].context)
+    except TemplateRenderError as exc:
+        return [f"{where}: {exc}"]
+    text = rendered_text(action.kind, rendered)
+    return [
+        f"{where}: output does not contain {s!r}; it was {text!r}"
+        for s in expect.contains
+        if s not in text
+    ]
+
+
+def rendered_text(kind: str, rendered: Mapping[str, Any]) -> str:
+    """What `renders` searches: telegram text, rest body, mcp arguments (bodies as JSON)."""
+    if kind == "telegram":
+        return str(rendered.get("text", ""))
+    value = rendered.get("body" if kind == "rest" else "arguments")
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def format_rule_test_report(results: Sequence[RuleTestResult]) -> str:
+    """A PASS/FAIL line per test; failures show expected vs actual firing indexes."""
+    lines = []
+    for r in results:
+        status = "PASS" if r.passed else "FAIL"
+        lines.append(f"{status} {r.source_file}:{r.source_line} rule '{r.rule_id}': {r.name}")
+        if r.passed:
+            continue
+        if r.expected_fires != r.actual_fires:
+            missing = sorted(set(r.expected_fires) - set(r.actual_fires))
+            extra = sorted(set(r.actual_fires) - set(r.expected_fires))
+            lines.append(f"    expected fires: {r.expected_fires}")
+            lines.append(f"    actual fires:   {r.actual_fires}")
+            if missing:
+                lines.append(f"    - did not fire on: {missing}")
+            if extra:
+                lines.append(f"    + fired unexpectedly on: {extra}")
+        lines.extend(f"    {message}" for message in r.messages)
+    passed = sum(r.passed for r in results)
+    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

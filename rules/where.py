@@ -1,0 +1,133 @@
+"""Compile a rule's `where` (field matchers and any/all/not combinators) to one closure.
+
+Besides the predicate, compilation extracts the top-level equalities (`agent_id: 42`,
+`client_address: {in: [...]}`) that the RuleIndex uses to find candidate rules with a dict
+lookup.  Nesting is capped so a hostile file cannot exhaust the stack, and so is the number
+of matchers so one rule cannot make every event expensive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from rules.fields import EVENT_FIELDS, fold_hex, suggest
+from rules.matchers import Predicate, all_of, compile_field, operand_ok
+from rules.reporting import Problems, shown
+from rules.yaml_source import Path
+
+MAX_WHERE_DEPTH: Final = 32
+MAX_MATCHERS: Final = 1000
+COMBINATORS: Final = ("any", "all", "not")
+
+
+@dataclass
+class CompiledWhere:
+    """The predicate plus the equalities the index can use: field -> allowed values."""
+
+    predicate: Predicate
+    equalities: dict[str, frozenset[Any]] = field(default_factory=dict)
+
+
+def _never(event: Mapping[str, Any]) -> bool:
+    return False
+
+
+class _WhereCompiler:
+    def __init__(self, sink: Problems) -> None:
+        self.sink = sink
+        self.matchers = 0
+        self.too_many = False
+
+    def items(self, spec: Any, path: Path, depth: int) -> Predicate:
+        """A mapping, or a list of mappings that must all hold."""
+        if depth > MAX_WHERE_DEPTH:
+            self.sink.at(path, f"nests any/all/not deeper than {MAX_WHERE_DEPTH} levels")
+            return _never
+        if isinstance(spec, list):
+            if not spec:
+                self.sink.at(path, "must not be an empty list")
+            return all_of([self.items(item, (*path, i), depth) for i, item in enumerate(spec)])
+        if not isinstance(spec, Mapping):
+            self.sink.at(path, f"must be a mapping of field: matcher (got {shown(spec)})")
+            return _never
+        if not spec:
+            self.sink.at(path, "must not be empty")
+        return all_of([self.entry(key, value, (*path, key), depth) for key, value in spec.items()])
+
+    def entry(self, key: str, value: Any, path: Path, depth: int) -> Predicate:
+        if key in ("any", "all"):
+            if not isinstance(value, list) or not value:
+                self.sink.at(path, f"must be a non-empty list of conditions (got {shown(value)})")
+                return _never
+            parts = [self.items(item, (*path, i), depth + 1) for i, item in enumerate(value)]
+            return _any_of(parts) if key == "any" else all_of(parts)
+        if key == "not":
+            inner = self.items(value, path, depth + 1)
+            return lambda event: not inner(event)
+        kind = EVENT_FIELDS.get(key)
+        if kind is None:
+            hint = suggest(key, [*EVENT_FIELDS, *COMBINATORS])
+            self.sink.at(path, f"is not an event field{hint}", prefix=True)
+            return _never
+        self.matchers += len(value) if isinstance(value, Mapping) else 1
+        if self.matchers > MAX_MATCHERS:
+            if not self.too_many:
+                self.too_many = True
+                self.sink.at(path, f"the rule has more than {MAX_MATCHERS} matchers; split it")
+            return _never
+        return compile_field(key, kind, value, self.sink, path) or _never
+
+
+def _any_of(parts: list[Predicate]) -> Predicate:
+    items = tuple(parts)
+
+    def some(event: Mapping[str, Any]) -> bool:
+        return any(part(event) for part in items)
+
+    return some
+
+
+def compile_where(spec: Any, sink: Problems, path: Path = ("where",)) -> CompiledWhere:
+    """Compile ``spec`` (None = no filter), reporting every mistake to ``sink``."""
+    if spec is None:
+        return CompiledWhere(lambda event: True)
+    predicate = _WhereCompiler(sink).items(spec, path, 0)
+    return CompiledWhere(predicate, top_level_equalities(spec))
+
+
+def top_level_equalities(spec: Any) -> dict[str, frozenset[Any]]:
+    """Fields that must equal one of a few values for the rule to hold (for indexing).
+
+    Only matchers at the top level count (inside `any`/`not` they are not required).
+    Values are normalised as the matchers compare them (hex folded).
+    """
+    mappings = spec if isinstance(spec, list) else [spec]
+    found: dict[str, frozenset[Any]] = {}
+    for mapping in mappings:
+        if not isinstance(mapping, Mapping):
+            continue
+        for key, matcher in mapping.items():
+            kind = EVENT_FIELDS.get(key)
+            if kind is None or key in found:
+                continue
+            values = _equality_values(kind, matcher)
+            if values is not None:
+                found[key] = values
+    return found
+
+
+def _equality_values(kind: str, matcher: Any) -> frozenset[Any] | None:
+    if isinstance(matcher, Mapping):
+        if "eq" in matcher:
+            candidates = [matcher["eq"]]
+        elif isinstance(matcher.get("in"), list):
+            candidates = matcher["in"]
+        else:
+            return None
+    else:
+        candidates = [matcher]
+    if not all(operand_ok(kind, v) for v in candidates):
+        return None
+    return frozenset(fold_hex(v) for v in candidates)

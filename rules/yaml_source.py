@@ -1,0 +1,184 @@
+"""Parse one rule file's YAML into plain Python values plus the line of every value.
+
+This is the only place that touches YAML.  It must never let a hostile file hang or crash
+the process: the size is capped, the nesting depth is capped, and YAML aliases cannot
+expand past a fixed number of values (a "billion laughs" file is an error, not an OOM).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+#: Rule files larger than this are refused before parsing (a typo'd glob, a log file).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: Deeper YAML than this is refused; rule documents need about a dozen levels.
+MAX_YAML_DEPTH = 100
+#: Values produced after alias expansion; bounds the work later passes do.
+MAX_VALUES = 1_000_000
+
+Path = tuple[str | int, ...]
+
+_TAG = "tag:yaml.org,2002:"
+_CONSTRUCTOR = SafeConstructor()
+# Scalars the rule language knows; anything else (timestamps, binary) stays as written, so
+# `created_at: 2026-01-01` compares as the string the database holds.
+_TYPED_SCALARS = {f"{_TAG}{name}" for name in ("int", "float", "bool", "null")}
+
+try:  # libyaml is ~10x faster; fall back to the pure-Python parser where it is missing
+    _Base: type[Any] = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Base = yaml.SafeLoader
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """YAML 1.2 booleans: only true/false.  In YAML 1.1 the key `on:` would be a bool."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != f"{_TAG}bool"]
+        for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(
+    f"{_TAG}bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class LineMap:
+    """Line (1-based) of every value by its path; keys of a mapping give their key's line."""
+
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int | None:
+        """The line of ``path`` or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+
+@dataclass
+class ParsedFile:
+    """The plain value of a YAML document, its line map, and any parse problems."""
+
+    data: Any
+    lines: LineMap
+    problems: list[tuple[int | None, str]]
+
+
+class _TooBig(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        self.message = message
+        super().__init__(message)
+
+
+def parse_yaml(text: str) -> ParsedFile:
+    """Parse ``text``; problems are (line, message) pairs, never exceptions."""
+    lines = LineMap()
+    if len(text) > MAX_FILE_BYTES:
+        return ParsedFile(None, lines, [(1, f"file is larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return ParsedFile(None, lines, [(line, f"YAML syntax error: {what}")])
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        return ParsedFile(None, lines, [(None, f"YAML syntax error: {exc}")])
+    if node is None:
+        return ParsedFile(None, lines, [])
+    converter = _Converter(lines)
+    try:
+        data = converter.convert(node, (), 0)
+    except _TooBig as exc:
+        return ParsedFile(None, lines, [(exc.line, exc.message)])
+    return ParsedFile(data, lines, converter.problems)
+
+
+class _Converter:
+    """Turns composed nodes into dicts/lists/scalars, recording lines and problems."""
+
+    def __init__(self, lines: LineMap) -> None:
+        self.lines = lines
+        self.problems: list[tuple[int | None, str]] = []
+        self.values = 0
+
+    def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        self.values += 1
+        line = node.start_mark.line + 1
+        if self.values > MAX_VALUES:
+            raise _TooBig(line, f"file expands to more than {MAX_VALUES} values (YAML aliases?)")
+        if depth > MAX_YAML_DEPTH:
+            raise _TooBig(line, f"nesting deeper than {MAX_YAML_DEPTH} levels")
+        self.lines.lines.setdefault(path, line)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            out = []
+            for i, item in enumerate(node.value):
+                self.lines.lines[(*path, i)] = item.start_mark.line + 1
+                out.append(self.convert(item, (*path, i), depth + 1))
+            return out
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in _merged_pairs(node):
+            key_line = key_node.start_mark.line + 1
+            key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None or isinstance(key, bool | float):
+                self.problems.append((key_line, f"mapping key {key_node.value!r} must be a name"))
+                continue
+            key = str(key)
+            if key in out:
+                self.problems.append((key_line, f"duplicate key '{key}'"))
+            self.lines.lines[(*path, key)] = key_line
+            out[key] = self.convert(value_node, (*path, key), depth + 1)
+        return out
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if tag in _TYPED_SCALARS:
+            value = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.problems.append((node.start_mark.line + 1, "numbers must be finite"))
+                return None
+            return value
+        if not tag.startswith(_TAG):
+            self.problems.append((node.start_mark.line + 1, f"unsupported YAML tag {tag!r}"))
+        return node.value if isinstance(node.value, str) else None
+
+
+def _merged_pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    """Key/value pairs with YAML merge keys (``<<: *defaults``) applied, explicit keys last."""
+    merged: list[tuple[yaml.Node, yaml.Node]] = []
+    own: list[tuple[yaml.Node, yaml.Node]] = []
+    for key_node, value_node in node.value:
+        if key_node.tag == f"{_TAG}merge":
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for source in sources:
+                if isinstance(source, yaml.MappingNode):
+                    merged.extend(source.value)
+        else:
+            own.append((key_node, value_node))
+    explicit = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+    seen: set[Any] = set()
+    for key_node, value_node in merged:
+        if key_node.value in explicit or key_node.value in seen:
+            continue
+        seen.add(key_node.value)
+        yield key_node, value_node
+    yield from own
