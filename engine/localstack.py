@@ -42,6 +42,7 @@ START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 PORT_ATTEMPTS = 5
 LOG_TAIL_LINES = 30
+REDIS_PIDFILE = "redis-server.pid"  # ours: redis writes its own only when daemonized
 
 _ADDRESS_IN_USE = re.compile(
     r"address already in use|could not bind|could not create any TCP", re.I
@@ -419,6 +420,7 @@ class RedisServer:
         self._fixed_port = port is not None
         self.port: int = port if port is not None else free_port()
         self.logfile = self.datadir / "redis.log"
+        self.pidfile = self.datadir / REDIS_PIDFILE
         self._proc: subprocess.Popen[bytes] | None = None
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).is_file():
@@ -465,6 +467,7 @@ class RedisServer:
                 start_new_session=True,
             )
             _track(self)
+            self.pidfile.write_text(f"{self._proc.pid}\n")
             if self._wait_ready():
                 return
             tail = _log_tail(self.logfile, offset)
@@ -510,6 +513,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.pidfile.unlink(missing_ok=True)
         _untrack(self)
 
     def restart(self) -> None:
@@ -517,3 +521,20 @@ class RedisServer:
         self.stop()
         self._fixed_port = True
         self.start()
+
+
+def stop_abandoned(directory: Path) -> None:
+    """Stop servers left running under ``directory`` by a process that was killed.
+
+    atexit does not run on SIGKILL; the next run finds the leftovers by their pid files.
+    """
+    for pidfile in directory.rglob("postmaster.pid"):
+        with contextlib.suppress(EngineError, OSError):
+            PostgresServer(pidfile.parent).stop(mode="immediate")
+    for pidfile in directory.rglob(REDIS_PIDFILE):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"redis-server" in cmdline:
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)

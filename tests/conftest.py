@@ -8,7 +8,9 @@ costs tens of milliseconds; it is dropped afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -22,17 +24,44 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `from tests.fakes... import` without installing tests
     sys.path.insert(0, str(ROOT))
 
-from engine.localstack import PostgresServer, RedisServer  # noqa: E402
+from engine.localstack import PostgresServer, RedisServer, pid_alive, stop_abandoned  # noqa: E402
 from tests.fakes.webhook import WebhookReceiver  # noqa: E402
 
 TEMPLATE_DATABASE = "engine_template"
+STACK_DIR_PREFIX = "engine-tests-"
+OWNER_FILE = "owner.pid"
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI timeout) would skip finalizers and atexit: make it a Ctrl-C, which
+    # pytest turns into an orderly stop that shuts our servers down.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _remove_abandoned_stacks() -> None:
+    """Servers and directories of earlier sessions that were killed (SIGKILL: no cleanup)."""
+    for directory in Path("/tmp").glob(f"{STACK_DIR_PREFIX}*"):
+        try:
+            owner = int((directory / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(owner):
+            stop_abandoned(directory)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def stack_dir() -> Iterator[Path]:
     """A session directory for server data; /tmp/pytest-of-root is 0700, postgres can't enter."""
-    path = Path(tempfile.mkdtemp(prefix="engine-tests-", dir="/tmp"))
+    _remove_abandoned_stacks()
+    path = Path(tempfile.mkdtemp(prefix=STACK_DIR_PREFIX, dir="/tmp"))
     path.chmod(0o755)
+    (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
