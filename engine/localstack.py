@@ -42,6 +42,7 @@ START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 PORT_ATTEMPTS = 5
 LOG_TAIL_LINES = 30
+FILE_COPY_MIN_VERSION = 150000  # CREATE DATABASE ... STRATEGY appeared in PostgreSQL 15
 REDIS_PIDFILE = "redis-server.pid"  # ours: redis writes its own only when daemonized
 
 _ADDRESS_IN_USE = re.compile(
@@ -87,6 +88,8 @@ def free_port() -> int:
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on 127.0.0.1:port right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do: connections in TIME_WAIT don't make a port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -394,9 +397,12 @@ class PostgresServer:
         if exist_ok and self.database_exists(name):
             return self.dsn(name)
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            if template is not None:
+                query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+                # With fsync off, copying files is ~5x faster than WAL-logging every block.
+                if self.fast_unsafe and conn.info.server_version >= FILE_COPY_MIN_VERSION:
+                    query = sql.SQL("{} STRATEGY FILE_COPY").format(query)
             conn.execute(query)
         return self.dsn(name)
 

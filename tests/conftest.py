@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `from tests.fakes... import` without installing tests
@@ -95,6 +97,13 @@ def template_database(pg_server: PostgresServer) -> str:
 
     dsn = pg_server.create_database(TEMPLATE_DATABASE)
     apply_migrations(dsn)
+    # A stray connection to the template would make every copy fail; forbid them.
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true").format(
+                sql.Identifier(TEMPLATE_DATABASE)
+            )
+        )
     return TEMPLATE_DATABASE
 
 
