@@ -40,7 +40,9 @@ def parse_html(text: str) -> str:
         char = text[i]
         if char == "<":
             end = text.find(">", i)
-            match = re.match(r"<(/?)([a-z-]+)(\s[^>]*)?>$", text[i : end + 1]) if end != -1 else None
+            match = (
+                re.match(r"<(/?)([a-z-]+)(\s[^>]*)?>$", text[i : end + 1]) if end != -1 else None
+            )
             if match is None or match.group(2) not in HTML_TAGS:
                 raise EntityError(f"Unsupported start tag at byte offset {i}")
             if match.group(1):
@@ -60,7 +62,7 @@ def parse_html(text: str) -> str:
             out.append(char)
             i += 1
     if stack:
-        raise EntityError(f"Can't find end tag corresponding to start tag \"{stack[-1]}\"")
+        raise EntityError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
     return "".join(out)
 
 
@@ -267,9 +269,7 @@ def _error(status: int, description: str, **parameters: Any) -> tuple[int, dict[
 def _failure(kind: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if kind == "retry_after":
         seconds = params.get("seconds", 1)
-        return _error(
-            429, f"Too Many Requests: retry after {seconds}", retry_after=seconds
-        )
+        return _error(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
     if kind == "parse":
         return _error(400, "Bad Request: can't parse entities: Unsupported start tag")
     if kind == "blocked":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -61,7 +62,9 @@ async def test_literal_private_urls_refused(url, files_server, make_runtime, req
     files_server.add("/hook", Reply(status=200))
     runtime = make_runtime(allow_private_network=False)
     with pytest.raises(PermanentActionError, match="network guard refused"):
-        await execute_rest(request_for("rest", {"url": url.format(port=files_server.port)}), runtime)
+        await execute_rest(
+            request_for("rest", {"url": url.format(port=files_server.port)}), runtime
+        )
     assert files_server.received == []
 
 
@@ -108,7 +111,9 @@ async def test_connects_to_the_checked_address_keeping_host(monkeypatch):
 
 
 async def test_non_http_schemes_refused():
-    transport = GuardedTransport(NetworkGuard(allow_private=True), httpx.MockTransport(None))
+    transport = GuardedTransport(
+        NetworkGuard(allow_private=True), httpx.MockTransport(lambda request: httpx.Response(200))
+    )
     with pytest.raises(PermanentActionError, match="scheme"):
         await transport.handle_async_request(httpx.Request("GET", "ftp://example.com/x"))
 
@@ -119,8 +124,8 @@ async def test_allow_private_turns_the_guard_off(files_server, make_runtime, req
     assert len(files_server.received) == 1
 
 
-def _async_returning(make):
-    async def lookup(host, port):
+def _async_returning(make: Any) -> Any:
+    async def lookup(host: str, port: int) -> Any:
         return make()
 
     return lookup

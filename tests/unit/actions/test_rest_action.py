@@ -66,8 +66,9 @@ async def test_signature_verifies_with_standardwebhooks(
 
 async def test_tampered_body_fails_verification(files_server, make_runtime, request_for):
     url = files_server.add("/hook", Reply(status=200))
-    await execute_rest(request_for("rest", {"url": url, "body": {"a": 1}, "secret": WHSEC}),
-                       make_runtime())
+    await execute_rest(
+        request_for("rest", {"url": url, "body": {"a": 1}, "secret": WHSEC}), make_runtime()
+    )
     [received] = files_server.received
     with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
         standardwebhooks.Webhook(WHSEC).verify(b'{"a":2}', received.headers)
@@ -78,8 +79,8 @@ async def test_transient_statuses_are_retryable(status, files_server, make_runti
     url = files_server.add("/hook", Reply(status=status, body=b"busy"))
     with pytest.raises(RetryableActionError) as caught:
         await execute_rest(request_for("rest", {"url": url}), make_runtime())
-    assert caught.value.response_data["status"] == status
-    assert caught.value.response_data["body"] == "busy"
+    assert (caught.value.response_data or {})["status"] == status
+    assert (caught.value.response_data or {})["body"] == "busy"
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
@@ -87,7 +88,7 @@ async def test_other_4xx_are_permanent(status, files_server, make_runtime, reque
     url = files_server.add("/hook", Reply(status=status))
     with pytest.raises(PermanentActionError) as caught:
         await execute_rest(request_for("rest", {"url": url}), make_runtime())
-    assert caught.value.response_data["status"] == status
+    assert (caught.value.response_data or {})["status"] == status
 
 
 async def test_retry_after_seconds_and_http_date(files_server, make_runtime, request_for):
@@ -96,13 +97,13 @@ async def test_retry_after_seconds_and_http_date(files_server, make_runtime, req
     with pytest.raises(RetryableActionError) as caught:
         await execute_rest(request_for("rest", {"url": url}), runtime)
     assert caught.value.retry_after == 7
-    assert caught.value.response_data["headers"]["retry-after"] == "7"
+    assert (caught.value.response_data or {})["headers"]["retry-after"] == "7"
 
     when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 120))
     url = files_server.add("/d", Reply(status=503, headers={"Retry-After": when}))
     with pytest.raises(RetryableActionError) as caught:
         await execute_rest(request_for("rest", {"url": url}), runtime)
-    assert 100 < caught.value.retry_after <= 121
+    assert 100 < (caught.value.retry_after or 0) <= 121
 
 
 async def test_expect_status(files_server, make_runtime, request_for):
