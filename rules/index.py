@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from rules.fields import fold_hex
+from rules.matchers import Predicate
 from rules.model import Rule, on_value
 
 ON_KEYS: Final = ("chain_id", "registry", "event_type")
@@ -35,7 +36,7 @@ PREFERRED_KEYS: Final = (
 #: Distinct (chain, registry, event_type) triples cached; hostile input cannot grow it past.
 MAX_CACHED_TRIPLES: Final = 4096
 
-_Entry = tuple[int, Rule]
+_Entry = tuple[int, Rule, "Predicate | None"]
 
 
 class _Bucket:
@@ -81,7 +82,11 @@ class _Bucket:
             return []
         if several:
             found = sorted(found, key=_order)
-        return [rule for _, rule in found if rule.matches(event)]
+        try:
+            # The bucket already guarantees `on`; only `where` is left to check.
+            return [rule for _, rule, where in found if where is None or where(event)]
+        except Exception:  # a hostile row: fall back to the rule-by-rule never-raising check
+            return [rule for _, rule, _where in found if rule.matches(event)]
 
 
 def _order(entry: _Entry) -> int:
@@ -107,7 +112,8 @@ class RuleIndex:
         for order, rule in enumerate(self._rules):
             options = [list(rule.on[key]) if key in rule.on else [None] for key in ON_KEYS]
             for combination in itertools.product(*options):
-                self._by_on.setdefault(combination, []).append((order, rule))
+                entry = (order, rule, rule.predicate)
+                self._by_on.setdefault(combination, []).append(entry)
         self._buckets: dict[tuple[Any, Any, Any], _Bucket] = {}
 
     def __len__(self) -> int:

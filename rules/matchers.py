@@ -171,8 +171,14 @@ def _kind_name(kind: str) -> str:
 
 def _eq(field: str, kind: str, value: Any) -> Predicate:
     if kind == TEXT:
+        if not _is_hex(value):  # folding a 0x value cannot make it equal a non-0x operand
+            return lambda e: e.get(field) == value
         return lambda e: type(v := e.get(field)) is str and fold_hex(v) == value
     return lambda e: (v := e.get(field)) == value and _num(v)
+
+
+def _is_hex(value: Any) -> bool:
+    return isinstance(value, str) and value[:2] == "0x"
 
 
 def _ne(field: str, kind: str, value: Any) -> Predicate:
@@ -184,11 +190,20 @@ def _ne(field: str, kind: str, value: Any) -> Predicate:
 def _ordered(field: str, kind: str, compare: Callable[[Any, Any], bool], value: Any) -> Predicate:
     if kind == TEXT:
         return lambda e: type(v := e.get(field)) is str and compare(fold_hex(v), value)
-    return lambda e: _num(v := e.get(field)) and compare(v, value)
+    # One closure per operator: an operator.* call per event costs more than the test.
+    if compare is operator.lt:
+        return lambda e: (type(v := e.get(field)) in _FAST or _num(v)) and v < value
+    if compare is operator.le:
+        return lambda e: (type(v := e.get(field)) in _FAST or _num(v)) and v <= value
+    if compare is operator.gt:
+        return lambda e: (type(v := e.get(field)) in _FAST or _num(v)) and v > value
+    return lambda e: (type(v := e.get(field)) in _FAST or _num(v)) and v >= value
 
 
 def _in(field: str, kind: str, values: frozenset[Any]) -> Predicate:
     if kind == TEXT:
+        if not any(_is_hex(v) for v in values):
+            return lambda e: type(v := e.get(field)) is str and v in values
         return lambda e: type(v := e.get(field)) is str and fold_hex(v) in values
     return lambda e: _num(v := e.get(field)) and v in values
 
@@ -199,6 +214,9 @@ def _not_in(field: str, kind: str, values: frozenset[Any]) -> Predicate:
             (v := e.get(field)) is None or (type(v) is str and fold_hex(v) not in values)
         )
     return lambda e: (v := e.get(field)) is None or (_num(v) and v not in values)
+
+
+_FAST: Final = frozenset({int, float})
 
 
 def _num(value: Any) -> bool:
