@@ -462,6 +462,8 @@ class RedisServer:
         if self.running:
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
+        # A server left by a killed earlier run would share our append-only file: stop it.
+        _stop_leftover_redis(self.pidfile, signal.SIGTERM)
         for attempt in range(PORT_ATTEMPTS):
             offset = _log_size(self.logfile)
             # Own session: a Ctrl-C at the terminal must not kill it before its users stop.
@@ -538,9 +540,17 @@ def stop_abandoned(directory: Path) -> None:
         with contextlib.suppress(EngineError, OSError):
             PostgresServer(pidfile.parent).stop(mode="immediate")
     for pidfile in directory.rglob(REDIS_PIDFILE):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"redis-server" in cmdline:
-                os.kill(pid, signal.SIGKILL)
-        pidfile.unlink(missing_ok=True)
+        _stop_leftover_redis(pidfile, signal.SIGKILL)
+
+
+def _stop_leftover_redis(pidfile: Path, signum: int) -> None:
+    """Stop the redis-server named by our pid file, if it still runs (checked by cmdline)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile.read_text().strip())
+        if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            log.warning("stopping a leftover server", extra={"pid": pid, "path": str(pidfile)})
+            os.kill(pid, signum)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
