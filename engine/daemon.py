@@ -105,18 +105,29 @@ class Daemon:
 
     async def run(self) -> None:
         """Until ``stopping`` is set."""
-        self.pool = await self._create_pool()
-        self._tasks = [asyncio.create_task(self.listener.run(), name="listener")]
+        from engine.http import HttpServer
+
+        http = None
+        if self.settings.http_listen:
+            http = HttpServer(self, self.settings.http_listen)
+            await http.start()  # before the pool: /healthz answers while the database is away
         try:
+            self.pool = await self._create_pool()
+            self._tasks = [asyncio.create_task(self.listener.run(), name="listener")]
             await self._loop()
+        except asyncio.CancelledError:
+            pass  # stopped while waiting for the database
         finally:
+            if http is not None:
+                await http.close()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.leader.release()
-            await self.pool.close()
+            if self.pool is not None:
+                await self.pool.close()
             self.dispatcher.close()
 
     async def _create_pool(self) -> asyncpg.Pool:

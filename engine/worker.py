@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def build_runner(settings: Settings) -> JobRunner:
     """The per-process state of a worker: executors, their clients, the audit connection."""
-    from actions.runtime import EXECUTORS, WorkerRuntime
+    from actions.registry import EXECUTORS
+    from actions.runtime import WorkerRuntime
 
     async def make_runtime() -> ActionRuntime:
         return WorkerRuntime(

@@ -220,3 +220,28 @@ SELECT pid, backend_xid::text AS xid, now() - xact_start AS running_for,
  WHERE backend_xid IS NOT NULL
  ORDER BY age(backend_xid) DESC
  LIMIT 1;
+
+-- name: metrics_actions
+SELECT action_type, status, count(*) AS n, coalesce(sum(duration_ms), 0) AS duration_ms
+  FROM action_results GROUP BY action_type, status;
+
+-- name: metrics_lag
+-- Events committed but not yet evaluated, and the block-time age of the oldest of them.
+SELECT count(*) AS pending,
+       coalesce(extract(epoch FROM now())::bigint - min(e."timestamp"), 0) AS oldest_age_s
+  FROM events e, engine_cursors c
+ WHERE c.name = $1 AND (e.txid, e.seq) > (c.txid, c.seq);
+
+-- name: backtest_count
+SELECT count(*) FROM events WHERE "timestamp" >= $1 AND "timestamp" < $2;
+
+-- name: backtest_events
+-- The same order as the live cursor, so a backtest gives the live run's answer.
+SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
+       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
+       validator_address, request_hash, response, response_uri, response_hash, tag,
+       created_at, value, value_decimals, endpoint, request_uri
+  FROM events
+ WHERE "timestamp" >= $1 AND "timestamp" < $2
+ ORDER BY txid, seq;

@@ -1,0 +1,149 @@
+"""``engine rules backtest``: the rules of one file over stored events, with fresh state.
+
+Reads events in the live cursor's order and evaluates them with the same pure code as
+``engine run``, so the firings it prints are the ones the live engine would have
+produced.  It sends nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any, TextIO
+
+import psycopg
+from psycopg.rows import dict_row
+
+import sql
+from engine.config import Settings
+from engine.events import event_from_row
+from rules import Firing, RuleIndex, evaluate_stream, load_rules, render_action
+from rules.durations import DurationError, parse_duration
+from rules.envsubst import UnsetVariableError, expand_env
+from rules.errors import EngineError, TemplateRenderError
+
+FETCH_ROWS = 5000
+PROGRESS_MIN_EVENTS = 20_000
+
+
+def parse_time(value: str, *, now: float) -> int:
+    """``7d`` (ago), an ISO date/time, or unix seconds."""
+    text = value.strip()
+    if text.isdigit() and len(text) >= 9:
+        return int(text)
+    try:
+        return int(now) - parse_duration(text)
+    except DurationError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise EngineError(
+            f"expected a duration (7d), an ISO date (2026-11-01) or unix seconds, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp())
+
+
+def summarise_action(kind: str, raw: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    """What the action would have done, in one line."""
+    try:
+        spec = render_action(kind, expand_env(raw, os.environ), context)
+    except (TemplateRenderError, UnsetVariableError) as exc:
+        return f"{kind}: cannot render: {exc}"
+    if kind == "rest":
+        body = json.dumps(spec.get("body"), default=str)
+        return f"rest {spec.get('method', 'POST')} {spec.get('url')} {body[:160]}"
+    if kind == "telegram":
+        text = str(spec.get("text", "")).replace("\n", " ")
+        return f"telegram chat {spec.get('chat_id')}: {text[:160]}"
+    target = spec.get("url") or f"agent {spec.get('agent')}"
+    return f"mcp {spec.get('tool')} at {target}"
+
+
+def _events(conn: sql.Connection, since: int, until: int) -> Iterator[dict[str, Any]]:
+    with (
+        conn.transaction(),
+        psycopg.RawServerCursor(conn, "backtest", row_factory=dict_row) as cur,
+    ):
+        cur.itersize = FETCH_ROWS
+        cur.execute(sql.query("backtest_events").encode(), (since, until))
+        for row in cur:
+            yield event_from_row(row)
+
+
+class Progress:
+    """A progress line on stderr for long ranges (only on a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+        self.enabled = total >= PROGRESS_MIN_EVENTS and stream.isatty()
+        self._last = 0.0
+
+    def tick(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        self.done += 1
+        if self.enabled and time.monotonic() - self._last > 0.2:
+            self._last = time.monotonic()
+            pct = 100 * self.done / max(self.total, 1)
+            bar = "#" * int(pct / 4)
+            self.stream.write(f"\r[{bar:<25}] {pct:5.1f}% {self.done}/{self.total} events")
+            self.stream.flush()
+        return event
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 60 + "\r")
+
+
+def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    loaded = load_rules([args.file], environ=os.environ, bot_names=settings.bot_names)
+    for error in loaded.errors:
+        print(error, file=sys.stderr)
+    if loaded.errors:
+        return 1
+    rules = [r for r in loaded.rules if args.rule is None or r.id == args.rule]
+    if not rules:
+        raise EngineError(f"no rule {args.rule!r} in {args.file}")
+    now = time.time()
+    since = parse_time(args.since, now=now)
+    until = parse_time(args.until, now=now) if args.until else int(now) + 1
+    fired: Counter[str] = Counter()
+    suppressed: Counter[str] = Counter()
+    with sql.connect(settings.database_url, autocommit=False) as conn:
+        row = sql.fetch_one(conn, "backtest_count", since, until)
+        total = int(row[0]) if row else 0
+        progress = Progress(total, sys.stderr)
+        events = (progress.tick(e) for e in _events(conn, since, until))
+        for firing in evaluate_stream(RuleIndex(rules), events, {}):
+            if firing.step.suppressed:
+                suppressed[firing.rule.id] += 1
+                continue
+            fired[firing.rule.id] += 1
+            _print_firing(firing)
+        progress.close()
+    print(f"\n{total} event(s) from {_when(since)} to {_when(until)}")
+    for rule in rules:
+        print(f"  {rule.id}: {fired[rule.id]} firing(s), {suppressed[rule.id]} suppressed")
+    return 0
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _print_firing(firing: Firing) -> None:
+    event = firing.event
+    group = f" group {json.dumps(firing.group)}" if firing.group else ""
+    print(
+        f"{firing.rule.id}: event {event.get('id')} block {event.get('block_number')}"
+        f" at {_when(int(event.get('timestamp') or 0))}{group}"
+    )
+    for action in firing.rule.actions:
+        print(f"    -> {summarise_action(action.kind, action.raw, firing.context)}")

@@ -1,0 +1,165 @@
+"""HTTP endpoints of ``engine run``: /metrics, /healthz, /readyz.
+
+A deliberately tiny asyncio server (three GET routes need no framework).  Metrics are
+collected at scrape time from the daemon's counters and the audit table, so the hot
+path pays nothing for them and the workers' outcomes are visible without running a
+metrics endpoint in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sql import query
+
+if TYPE_CHECKING:
+    from engine.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+READY_PROBE_TIMEOUT_S = 2.0
+MAX_REQUEST_BYTES = 8192
+
+
+class DaemonCollector(Collector):
+    """Reads the daemon's counters; the database figures are refreshed before each scrape."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.actions: list[Any] = []
+        self.pending = 0
+        self.oldest_age_s = 0
+
+    async def refresh(self) -> None:
+        pool = self.daemon.pool
+        if pool is None:
+            return
+        self.actions = list(await pool.fetch(query("metrics_actions"), timeout=5))
+        row = await pool.fetchrow(
+            query("metrics_lag"), self.daemon.settings.engine.cursor_name, timeout=5
+        )
+        if row is not None:
+            self.pending, self.oldest_age_s = int(row["pending"]), int(row["oldest_age_s"])
+
+    def collect(self) -> Iterator[Any]:
+        d = self.daemon
+        s = d.stats
+        for name, doc, value in (
+            ("engine_events_processed", "Events evaluated by this process", s.events),
+            ("engine_rule_firings", "Rule firings (actions queued)", s.fired),
+            ("engine_rule_suppressed", "Firings suppressed by throttle", s.suppressed),
+            ("engine_rule_errors", "Rule evaluations that raised", s.errors),
+            (
+                "engine_enqueue_failures",
+                "Enqueues that failed (rows kept for the sweep)",
+                s.enqueue_failures,
+            ),
+            ("engine_listener_reconnects", "Listener reconnects", d.listener.reconnects),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "engine_leader", "1 when this process evaluates", value=int(s.is_leader)
+        )
+        yield GaugeMetricFamily(
+            "engine_lag_events", "Committed events not yet evaluated", value=self.pending
+        )
+        yield GaugeMetricFamily(
+            "engine_lag_seconds",
+            "Block-time age of the oldest unevaluated event",
+            value=self.oldest_age_s,
+        )
+        yield GaugeMetricFamily(
+            "engine_rules_loaded", "Rules in the index", value=len(d.rulebook.rules)
+        )
+        yield GaugeMetricFamily(
+            "engine_rule_load_errors", "Errors of the last rule load", value=len(d.rulebook.errors)
+        )
+        actions = GaugeMetricFamily(
+            "engine_actions", "action_results rows by type and status", labels=["type", "status"]
+        )
+        seconds = CounterMetricFamily(
+            "engine_action_duration_seconds",
+            "Total time spent executing actions, by type and status",
+            labels=["type", "status"],
+        )
+        for row in self.actions:
+            actions.add_metric([row["action_type"], row["status"]], row["n"])
+            seconds.add_metric([row["action_type"], row["status"]], row["duration_ms"] / 1000.0)
+        yield actions
+        yield seconds
+
+
+class HttpServer:
+    """Serves the three endpoints for one daemon."""
+
+    def __init__(self, daemon: Daemon, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.daemon = daemon
+        self.collector = DaemonCollector(daemon)
+        self.registry = CollectorRegistry()
+        self.registry.register(self.collector)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        log.info("http listening", extra={"listen": f"{self.host}:{self.port}"})
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if len(head) > MAX_REQUEST_BYTES:
+                raise ValueError("request too large")
+            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            status, content_type, body = await self._route(method, path.split("?", 1)[0])
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            status, content_type, body = 400, "text/plain", b"bad request\n"
+        header = (
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        with contextlib.suppress(ConnectionError):
+            writer.write(header.encode() + body)
+            await writer.drain()
+        writer.close()
+
+    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method != "GET":
+            return 405, "text/plain", b"GET only\n"
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            return await self._ready()
+        if path == "/metrics":
+            with contextlib.suppress(Exception):  # a down database still yields counters
+                await self.collector.refresh()
+            return 200, "text/plain; version=0.0.4", generate_latest(self.registry)
+        return 404, "text/plain", b"not found\n"
+
+    async def _ready(self) -> tuple[int, str, bytes]:
+        """Ready = the database answers and a NOTIFY comes back through the listener."""
+        pool = self.daemon.pool
+        if pool is None:
+            return 503, "text/plain", b"database pool not open\n"
+        try:
+            await pool.fetchval(query("ping"), timeout=READY_PROBE_TIMEOUT_S)
+        except Exception as exc:
+            return 503, "text/plain", f"database unreachable: {exc}\n".encode()
+        rtt = await self.daemon.listener.probe(pool, READY_PROBE_TIMEOUT_S)
+        if rtt is None:
+            return 503, "text/plain", b"listener did not receive the NOTIFY probe\n"
+        return 200, "text/plain", f"ready (notify round trip {rtt * 1000:.1f} ms)\n".encode()
