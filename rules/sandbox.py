@@ -57,6 +57,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return False
         return bool(super().is_safe_attribute(obj, attr, value))
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Refuse width-driven str methods however they were reached (`x.format` …)."""
+        name = getattr(__obj, "__name__", "")
+        owner = getattr(__obj, "__self__", None)
+        qualified = str(getattr(__obj, "__qualname__", ""))
+        if name in _AMPLIFYING_METHODS and (isinstance(owner, str) or qualified.startswith("str.")):
+            raise RenderBudgetExceeded(f"str.{name}() is not available in templates")
+        return super().call(__context, __obj, *args, **kwargs)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Bound the size of ``*``, ``**`` and ``%`` results before computing them."""
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
