@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from actions.base import ActionSettings, AgentDirectory
-from actions.errors import PermanentActionError
+from actions.errors import PermanentActionError, RetryableActionError
 from actions.fetch import fetch_uri
 
 _SERVICE_LISTS = ("services", "endpoints")
@@ -69,7 +69,12 @@ class AgentEndpointCache:
         cached = self._entries.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        token_uri = await agents.token_uri(chain_id, agent_id)
+        try:
+            token_uri = await agents.token_uri(chain_id, agent_id)
+        except Exception as exc:  # the engine's directory (a database) is down: try later
+            raise RetryableActionError(
+                f"looking up agent {agent_id} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if not token_uri:
             raise PermanentActionError(
                 f"agent {agent_id} on chain {chain_id} has no registration URI"

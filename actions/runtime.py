@@ -24,6 +24,7 @@ from actions.agents import AgentEndpointCache
 from actions.base import ActionRuntime, ActionSettings, AgentDirectory
 from actions.errors import PermanentActionError
 from actions.flood import FloodLimiter, RedisFloodLimiter
+from actions.ledger import PartLedger, RedisPartLedger
 from actions.netguard import GuardedTransport, NetworkGuard
 
 _CLIENT_HEADERS = {
@@ -53,6 +54,9 @@ class ExecutorResources(Protocol):
     def flood(self) -> FloodLimiter: ...
 
     @property
+    def telegram_ledger(self) -> PartLedger: ...
+
+    @property
     def agent_endpoints(self) -> AgentEndpointCache: ...
 
     async def telegram_bot(self, name: str) -> tuple[telegram.Bot, str]: ...
@@ -68,9 +72,7 @@ def resources_of(runtime: ActionRuntime) -> ExecutorResources:
 class WorkerRuntime:
     """The ``ActionRuntime`` of an ``engine worker`` process (see the module docstring)."""
 
-    def __init__(
-        self, settings: ActionSettings, *, redis_url: str, agents: AgentDirectory
-    ) -> None:
+    def __init__(self, settings: ActionSettings, *, redis_url: str, agents: AgentDirectory) -> None:
         self.settings = settings
         self._agents = agents
         guard = NetworkGuard(allow_private=settings.allow_private_network)
@@ -85,6 +87,7 @@ class WorkerRuntime:
         )
         self._redis: Redis = Redis.from_url(redis_url)
         self._flood = RedisFloodLimiter(self._redis)
+        self._ledger = RedisPartLedger(self._redis)
         self._agent_endpoints = AgentEndpointCache(settings.agent_resolve_ttl_s)
         self._bots: dict[str, telegram.Bot] = {}
         self._bot_lock = asyncio.Lock()
@@ -108,6 +111,11 @@ class WorkerRuntime:
     def flood(self) -> FloodLimiter:
         """Telegram flood limits shared with every other worker through Redis."""
         return self._flood
+
+    @property
+    def telegram_ledger(self) -> PartLedger:
+        """Telegram parts already delivered, so a retry does not send them again."""
+        return self._ledger
 
     @property
     def agent_endpoints(self) -> AgentEndpointCache:
@@ -140,3 +148,7 @@ class WorkerRuntime:
             await bot.shutdown()
         await self._http.aclose()
         await self._redis.aclose()
+        # The agent directory is the engine's; close it too when it holds a connection.
+        close_agents = getattr(self._agents, "aclose", None)
+        if close_agents is not None:
+            await close_agents()

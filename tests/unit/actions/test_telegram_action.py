@@ -181,3 +181,36 @@ async def test_bot_is_initialised_once_per_runtime(telegram_api, tg_runtime, req
         await tg_runtime.flood.block("unused", 0, 0)
         await tg_runtime._redis.flushall()
     assert [method for _, method, _ in telegram_api.requests].count("getMe") == 1
+
+
+async def test_retry_skips_parts_already_delivered(telegram_api, tg_runtime, request_for):
+    text = "\n".join(["z" * 100] * 60)  # two parts
+    request = request_for("telegram", {"chat_id": 5, "text": text, "parse_mode": "none"})
+    original = telegram_api._send_message
+    calls = 0
+
+    def second_is_blocked(params):
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # a long 429 on the second part: the job is retried later
+            telegram_api._failures.append(("retry_after", {"seconds": 120}))
+        return original(params)
+
+    telegram_api._send_message = second_is_blocked
+    with pytest.raises(RetryableActionError) as caught:
+        await execute_telegram(request, tg_runtime)
+    first_id = telegram_api.messages[0].message_id
+    assert (caught.value.response_data or {})["message_ids"] == [first_id]
+
+    await tg_runtime._redis.delete(*await tg_runtime._redis.keys("te:tgflood:*"))
+    outcome = await execute_telegram(request, tg_runtime)
+    assert len(telegram_api.messages) == 2  # part 1 was not sent again
+    assert outcome.response_data["message_ids"] == [first_id, telegram_api.messages[1].message_id]
+
+
+async def test_a_repeated_job_does_not_resend(telegram_api, tg_runtime, request_for):
+    request = request_for("telegram", {"chat_id": 5, "text": "once"}, action_id=31337)
+    first = await execute_telegram(request, tg_runtime)
+    again = await execute_telegram(request, tg_runtime)
+    assert len(telegram_api.messages) == 1
+    assert again.response_data["message_ids"] == first.response_data["message_ids"]
