@@ -52,7 +52,9 @@ def engine_command(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "engine", "--config", str(config), *args]
 
 
-def run_engine(config: Path | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_engine(
+    config: Path | None, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run one engine command to completion, capturing its output."""
     cmd = [sys.executable, "-m", "engine"]
     if config is not None:
@@ -65,7 +67,9 @@ def run_engine(config: Path | None, *args: str, timeout: float = 60) -> subproce
 class EngineProcess:
     """A long-running ``engine run`` or ``engine worker``; output goes to a log file."""
 
-    def __init__(self, config: Path, *args: str, log_path: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self, config: Path, *args: str, log_path: Path, env: Mapping[str, str] | None = None
+    ):
         self.args = engine_command(config, *args)
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
@@ -110,7 +114,9 @@ class EngineProcess:
 
 
 @contextmanager
-def engine_processes(config: Path, tmp_path: Path, *commands: Sequence[str]) -> Iterator[list[EngineProcess]]:
+def engine_processes(
+    config: Path, tmp_path: Path, *commands: Sequence[str]
+) -> Iterator[list[EngineProcess]]:
     """Start each command (e.g. ["run"], ["worker"]); stop them all afterwards."""
     procs = [
         EngineProcess(config, *cmd, log_path=tmp_path / f"{'-'.join(cmd)}-{i}.log").start()
@@ -123,7 +129,9 @@ def engine_processes(config: Path, tmp_path: Path, *commands: Sequence[str]) -> 
             proc.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     while True:

@@ -44,13 +44,40 @@ def test_events_has_every_design_column_with_cursor_defaults(empty_database_url:
             " WHERE table_name = 'events'",
         )
     }
-    design = (
-        "id chain_id block_number block_hash transaction_hash log_index registry event_type"
-        " agent_id timestamp owner token_uri metadata_key metadata_value client_address"
-        " feedback_index score tag1 tag2 file_uri file_hash validator_address request_hash"
-        " response response_uri response_hash tag created_at value value_decimals endpoint"
-        " request_uri"
-    ).split()
+    design = [
+        "id",
+        "chain_id",
+        "block_number",
+        "block_hash",
+        "transaction_hash",
+        "log_index",
+        "registry",
+        "event_type",
+        "agent_id",
+        "timestamp",
+        "owner",
+        "token_uri",
+        "metadata_key",
+        "metadata_value",
+        "client_address",
+        "feedback_index",
+        "score",
+        "tag1",
+        "tag2",
+        "file_uri",
+        "file_hash",
+        "validator_address",
+        "request_hash",
+        "response",
+        "response_uri",
+        "response_hash",
+        "tag",
+        "created_at",
+        "value",
+        "value_decimals",
+        "endpoint",
+        "request_uri",
+    ]
     assert set(design) <= set(columns)
     # The cursor columns default, so an indexer's INSERT need not name them.
     assert "pg_current_xact_id" in columns["txid"][1]
@@ -105,4 +132,7 @@ def test_plain_postgres_keeps_a_plain_table(empty_database_url: str) -> None:
     )
     assert report.timescaledb is bool(available)
     if not available:
-        assert query_value(empty_database_url, "SELECT relkind FROM pg_class WHERE relname = 'events'") == "r"
+        assert (
+            query_value(empty_database_url, "SELECT relkind FROM pg_class WHERE relname = 'events'")
+            == "r"
+        )

@@ -47,7 +47,9 @@ def feedback(agent_id: int, score: int | None) -> dict[str, object]:
     }
 
 
-def setup_engine(tmp_path: Path, database_url: str, redis_url: str, receiver: WebhookReceiver) -> Path:
+def setup_engine(
+    tmp_path: Path, database_url: str, redis_url: str, receiver: WebhookReceiver
+) -> Path:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULE.format(url=receiver.url), encoding="utf-8")
     return write_config(tmp_path, database_url=database_url, redis_url=redis_url, rules=str(rules))
@@ -58,12 +60,15 @@ def test_insert_leads_to_post_and_success_row(
 ) -> None:
     config = setup_engine(tmp_path, database_url, redis_url, webhook_receiver)
     with engine_processes(config, tmp_path, ["run"], ["worker"]) as (engine, worker):
-        wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"), what="rules loaded")
+        wait_until(
+            lambda: query_value(database_url, "SELECT count(*) FROM triggers"), what="rules loaded"
+        )
         # Any client: a plain SQL INSERT that names none of the engine's columns.
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(
-                """INSERT INTO events (id, chain_id, block_number, block_hash, transaction_hash,
-                                       log_index, registry, event_type, agent_id, "timestamp", score)
+                """INSERT INTO events (id, chain_id, block_number, block_hash,
+                                       transaction_hash, log_index, registry, event_type,
+                                       agent_id, "timestamp", score)
                    VALUES ('84532-7-0', 84532, 7, '0xb', '0xt', 0, 'reputation', 'NewFeedback',
                            42, 1764000000, 12),
                           ('84532-7-1', 84532, 7, '0xb', '0xt', 1, 'reputation', 'NewFeedback',
@@ -103,10 +108,12 @@ def test_backlog_is_evaluated_once_when_the_engine_starts(
     with engine_processes(config, tmp_path, ["run"], ["worker"], ["worker"]):
         webhook_receiver.wait_for(500, timeout=90)
         wait_until(
-            lambda: query_value(
-                database_url, "SELECT count(*) FROM action_results WHERE status = 'success'"
-            )
-            == 500,
+            lambda: (
+                query_value(
+                    database_url, "SELECT count(*) FROM action_results WHERE status = 'success'"
+                )
+                == 500
+            ),
             timeout=30,
             what="500 successful rows",
         )
@@ -175,15 +182,18 @@ def test_failing_webhook_is_recorded_and_the_rest_goes_on(
         )
         insert_events(database_url, [feedback(agent_id=2, score=5)])
         wait_until(
-            lambda: query_value(
-                database_url, "SELECT count(*) FROM action_results WHERE status = 'success'"
-            )
-            == 1,
+            lambda: (
+                query_value(
+                    database_url, "SELECT count(*) FROM action_results WHERE status = 'success'"
+                )
+                == 1
+            ),
             what="the next delivery to succeed",
         )
         assert engine.alive() and worker.alive()
     error, data = query_all(
-        database_url, "SELECT error_message, response_data FROM action_results WHERE status = 'failed'"
+        database_url,
+        "SELECT error_message, response_data FROM action_results WHERE status = 'failed'",
     )[0]
     assert "500" in error
     assert data["status"] == 500
