@@ -3,7 +3,8 @@
 Runs under uvicorn in a thread, requires ``Authorization: Bearer <token>``, and offers:
 - ``notify(message, severity, payload)``: records its arguments and the request ``_meta``;
 - ``fail(reason)``: raises, which FastMCP returns as a result with ``isError``;
-- ``big(size)``: returns a long text (to check truncation).
+- ``big(size)``: returns a long text (to check truncation);
+- ``slow(seconds)``: answers late (to check the deadline).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
 from starlette.requests import Request
@@ -75,6 +77,12 @@ class FakeMCPServer:
             """Always fails with ``reason``."""
             calls.append(ToolCall("fail", {"reason": reason}, _meta_of(ctx)))
             raise ValueError(reason)
+
+        @mcp.tool()
+        async def slow(seconds: float) -> str:
+            """Answers after ``seconds``."""
+            await anyio.sleep(seconds)
+            return "late"
 
         @mcp.tool()
         def big(size: int) -> str:

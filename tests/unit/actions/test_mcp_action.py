@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.parse
 from typing import Any
 
@@ -212,3 +213,17 @@ async def test_verify_file_hash_size_bounded(mcp_server, files_server, make_runt
             request_for("mcp", spec, file_uri=file_uri, file_hash=FILE_HASH),
             make_runtime(max_download_bytes=1000),
         )
+
+
+async def test_slow_tool_hits_the_deadline(mcp_server, make_runtime, request_for):
+    spec = {
+        "url": mcp_server.url,
+        "tool": "slow",
+        "arguments": {"seconds": 5},
+        "token": mcp_server.token,
+        "timeout": "1s",
+    }
+    started = time.monotonic()
+    with pytest.raises(RetryableActionError, match="timed out"):
+        await execute_mcp(request_for("mcp", spec), make_runtime())
+    assert time.monotonic() - started < 3
