@@ -13,6 +13,7 @@ holds.  Semantics a rule author relies on:
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -38,6 +39,18 @@ OPERATORS: Final = (
     "matches",
     "contains",
 )
+# Spellings other languages use, for a better "did you mean" than string similarity.
+_ALIASES: Final = {
+    "lte": "le",
+    "gte": "ge",
+    "neq": "ne",
+    "equals": "eq",
+    "regex": "matches",
+    "nin": "not_in",
+    "not in": "not_in",
+    "exist": "exists",
+    "match": "matches",
+}
 EQUALITY_OPERATORS: Final = frozenset({"eq", "in"})
 MAX_PATTERN_CHARS: Final = 1000
 
@@ -100,6 +113,9 @@ def _compile_operator(
     field: str, kind: str, op: str, operand: Any, sink: Problems, path: Path
 ) -> Predicate | None:
     if op not in OPERATORS:
+        if op in _ALIASES:
+            sink.at(path, f"is not an operator (did you mean '{_ALIASES[op]}'?)")
+            return None
         sink.at(
             path, f"is not an operator{suggest(op, OPERATORS)}; use one of " + ", ".join(OPERATORS)
         )
@@ -216,14 +232,19 @@ def _not_in(field: str, kind: str, values: frozenset[Any]) -> Predicate:
     return lambda e: (v := e.get(field)) is None or (_num(v) and v not in values)
 
 
-_FAST: Final = frozenset({int, float})
+_FAST: Final = frozenset({int})  # floats go through _num: infinities must not compare
 
 
 def _num(value: Any) -> bool:
     # Exact type tests: bool is an int subclass but never a score, and Decimal NaN raises
     # on ordering comparisons, so only finite Decimals pass.
+    # NaN and infinities are not numbers a score can be compared with either.
     kind = type(value)
-    return kind is int or kind is float or (kind is Decimal and value.is_finite())
+    if kind is int:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    return kind is Decimal and value.is_finite()
 
 
 def _present(value: Any) -> bool:

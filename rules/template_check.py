@@ -107,8 +107,12 @@ def check_template(
 def _attribute_uses(tree: nodes.Template) -> Iterator[tuple[str, str]]:
     """(`event`, `score`) for each `event.score` / `event['score']` in the template."""
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    # `event.items()`: a method call on the mapping, not a field lookup.
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         target = getattr(node, "node", None)
+        if id(node) in called:
+            continue
         if not isinstance(target, nodes.Name) or target.name in assigned:
             continue
         if isinstance(node, nodes.Getattr):
