@@ -121,14 +121,14 @@ def load_config(
         try:
             text = Path(source).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read the config file: {exc.strerror}", file=source) from exc
+            raise ConfigError(f"cannot read the config file: {exc.strerror}", file=source) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = None if mark is None else mark.line + 1
             problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
+            raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
