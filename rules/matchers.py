@@ -113,12 +113,7 @@ def _compile_operator(
     field: str, kind: str, op: str, operand: Any, sink: Problems, path: Path
 ) -> Predicate | None:
     if op not in OPERATORS:
-        if op in _ALIASES:
-            sink.at(path, f"is not an operator (did you mean '{_ALIASES[op]}'?)")
-            return None
-        sink.at(
-            path, f"is not an operator{suggest(op, OPERATORS)}; use one of " + ", ".join(OPERATORS)
-        )
+        _unknown_operator(op, sink, path)
         return None
     if op == "exists":
         if not isinstance(operand, bool):
@@ -154,6 +149,14 @@ def _compile_operator(
     if op == "ne":
         return _ne(field, kind, value)
     return _ordered(field, kind, _ORDER[op], value)
+
+
+def _unknown_operator(op: str, sink: Problems, path: Path) -> None:
+    if op in _ALIASES:
+        sink.at(path, f"is not an operator (did you mean '{_ALIASES[op]}'?)")
+    else:
+        hint = suggest(op, OPERATORS)
+        sink.at(path, f"is not an operator{hint}; use one of " + ", ".join(OPERATORS))
 
 
 def _compile_text_operator(

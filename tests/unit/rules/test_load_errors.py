@@ -184,8 +184,8 @@ def test_every_error_is_collected_not_only_the_first():
     )
     errors = errors_of(text)
     assert errors == [
-        "rules/test.yaml:2 rule 'Bad_ID': id must match [a-z0-9][a-z0-9._-]* (lower case, at most 200 "
-        "characters; got 'Bad_ID')",
+        "rules/test.yaml:2 rule 'Bad_ID': id must match [a-z0-9][a-z0-9._-]* (lower case, "
+        "at most 200 characters; got 'Bad_ID')",
         "rules/test.yaml:3 rule 'Bad_ID': actions must be a non-empty list of actions (got [])",
         "rules/test.yaml:5 rule 'ok': when.ema.of must name a numeric field; tag1 holds text",
         "rules/test.yaml:5 rule 'ok': when.count needs one of at_least, more_than, at_most, "
