@@ -26,6 +26,7 @@ from actions.errors import PermanentActionError
 from actions.flood import FloodLimiter, RedisFloodLimiter
 from actions.ledger import PartLedger, RedisPartLedger
 from actions.netguard import GuardedTransport, NetworkGuard
+from actions.redact import install_library_log_redactor
 
 _CLIENT_HEADERS = {
     "user-agent": "trigger-engine",
@@ -75,6 +76,7 @@ class WorkerRuntime:
     def __init__(self, settings: ActionSettings, *, redis_url: str, agents: AgentDirectory) -> None:
         self.settings = settings
         self._agents = agents
+        install_library_log_redactor(settings.telegram_bots.values())
         guard = NetworkGuard(allow_private=settings.allow_private_network)
         self._transport = GuardedTransport(guard, httpx.AsyncHTTPTransport(retries=0))
         # trust_env=False: proxy variables would mount transports that bypass the guard.

@@ -112,3 +112,23 @@ def test_redact_masks_longest_first_and_skips_tiny_values():
         "token [redacted] and [redacted]"
     )
     assert redact("a b c", ["a", None, ""]) == "a b c"
+
+
+def test_library_logs_lose_tokens_and_url_paths(caplog):
+    import logging
+
+    from actions.redact import install_library_log_redactor
+
+    install_library_log_redactor(["123456:SECRET-token"])
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s"',
+            "POST",
+            "https://api.telegram.org/bot123456:SECRET-token/sendMessage",
+            "HTTP/1.1 200 OK",
+        )
+        logging.getLogger("httpx").info("POST https://hooks.slack.com/services/T0/B0/XyZsecret")
+    text = caplog.text
+    assert "SECRET" not in text
+    assert "XyZsecret" not in text
+    assert "https://api.telegram.org/…" in text
