@@ -41,6 +41,9 @@ DEMO_INTERVAL_S = 3.0
 STAND_IN_BOT_TOKEN = "000000:local-stand-in"
 # Children see the receiver's URL here, so rule files can say ${DEMO_WEBHOOK_URL}.
 DEMO_WEBHOOK_ENV = "DEMO_WEBHOOK_URL"
+# The example rules post to ${WEBHOOK_URL:-…}: point it at the receiver unless the user
+# already chose an endpoint of their own.
+EXAMPLE_WEBHOOK_ENV = "WEBHOOK_URL"
 
 
 def _say(text: str) -> None:
@@ -279,6 +282,7 @@ def _run(cleanup: contextlib.ExitStack, root: Path, config_path: Path | None, de
     _say(f"migrations applied: {', '.join(applied) or 'none new'}")
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", DEMO_WEBHOOK_ENV: receiver.webhook_url}
+    env.setdefault(EXAMPLE_WEBHOOK_ENV, receiver.webhook_url)
     if config_path is None:
         config = _write_config(
             home,
