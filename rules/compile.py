@@ -18,7 +18,7 @@ from rules.model import Rule, canonical_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
-from rules.template_check import check_action_templates
+from rules.template_check import check_templates
 from rules.test_specs import compile_tests
 from rules.throttle import compile_throttle
 from rules.where import compile_where
@@ -71,7 +71,7 @@ def compile_rule(
     actions = compile_actions(raw.get("actions"), expanded.get("actions"), sink, bot_names)
     if isinstance(expanded.get("actions"), list):
         state_keys = [c.key for c in conditions]
-        check_action_templates(expanded["actions"], per or (), state_keys, sink)
+        check_templates(expanded["actions"], per or (), state_keys, sink)
     raw_actions = expanded.get("actions")
     names = [
         a.get("name") if isinstance(a, Mapping) else None

@@ -27,7 +27,7 @@ from rules.yaml_source import Path
 RULE_ATTRIBUTES: Final = ("id", "description", "owner")
 
 
-def check_action_templates(
+def check_templates(
     actions: Sequence[Any], per: Sequence[str], state_keys: Sequence[str], sink: Problems
 ) -> None:
     """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list)."""

@@ -185,9 +185,11 @@ def test_typed_leaf_is_bounded_too(context):
 
 
 def test_undefined_names_raise_a_clear_error(context):
-    with pytest.raises(TemplateRenderError, match="telegram.text: 'dict object' has no attribute"):
+    with pytest.raises(
+        TemplateRenderError, match=r"telegram\.text: 'dict object' has no attribute"
+    ):
         render_action("telegram", {"chat_id": 1, "text": "{{ state.nope }}"}, context)
-    with pytest.raises(TemplateRenderError, match=r"rest.body.a: 'nothing' is undefined"):
+    with pytest.raises(TemplateRenderError, match=r"rest\.body\.a: .nothing. is undefined"):
         render_action("rest", {"url": "http://x", "body": {"a": "{{ nothing }}"}}, context)
     with pytest.raises(TemplateRenderError, match="ZeroDivisionError"):
         render_action("rest", {"url": "http://x", "body": {"a": "{{ 1 / 0 }}"}}, context)
