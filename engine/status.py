@@ -1,18 +1,30 @@
-"""``engine status``: what an operator asks first — is it keeping up, is anything stuck."""
+"""``engine status``: what an operator asks first — is it keeping up, is anything stuck.
+
+``collect_status`` gathers a JSON-safe snapshot from the database, the rule files and
+Redis; ``format_status`` renders it as a readable table.  Each source is asked
+separately so that one being down (Redis, typically) still leaves the rest visible.
+It only reads: it never changes a row, a job or a rule.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 
 import sql
 from engine.config import Settings
 
+ACTION_STATUSES = ("queued", "running", "retrying", "success", "failed")
+RATE_WINDOW_S = 60
+REDIS_TIMEOUT_S = 3
+
 
 def collect_status(settings: Settings) -> dict[str, Any]:
-    """A JSON-safe snapshot of cursors, actions, rules and the queue."""
+    """A JSON-safe snapshot of cursors, event rate, rules, actions and the queue."""
     status: dict[str, Any] = {}
     with sql.connect(settings.database_url) as conn:
         status["cursors"] = [
@@ -22,11 +34,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "seq": r[2],
                 "events_evaluated": r[3],
                 "updated_at": r[4],
-                "pending_events": r[5],
-                "xmin": r[6],
+                "seconds_since_advance": r[5],
+                "pending_events": r[6],
+                "lag_seconds": r[7],
             }
-            for r in sql.fetch_all(conn, "status_cursor")
+            for r in sql.fetch_all(conn, "status_cursor_lag")
         ]
+        rate = sql.fetch_one(conn, "status_event_rate")
+        status["events_per_second"] = round((rate[0] if rate else 0) / RATE_WINDOW_S, 2)
         blocker = sql.fetch_one(conn, "status_blocker")
         status["oldest_transaction"] = (
             None
@@ -38,45 +53,168 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "query": blocker[3],
             }
         )
-        status["actions"] = {r[0]: r[1] for r in sql.fetch_all(conn, "status_actions")}
+        triggers = sql.fetch_one(conn, "status_triggers")
+        status["rules"] = {
+            "loaded": triggers[0] if triggers else 0,
+            "enabled": triggers[1] if triggers else 0,
+            "last_change": triggers[2] if triggers else None,
+            "file_errors": _rule_file_errors(settings),
+        }
+        counts = {r[0]: r[1] for r in sql.fetch_all(conn, "status_actions")}
+        oldest = sql.fetch_one(conn, "status_oldest_queued")
+        status["actions"] = {
+            **{name: counts.get(name, 0) for name in ACTION_STATUSES},
+            "oldest_queued_seconds": oldest[0] if oldest else None,
+        }
         status["rules_last_hour"] = [
-            {"rule": r[0], "matched": r[1], "fired": r[2], "suppressed": r[3], "errors": r[4]}
+            # sum() of bigint is numeric: Decimal, which JSON would print as a string
+            {
+                "rule": r[0],
+                "matched": int(r[1]),
+                "fired": int(r[2]),
+                "suppressed": int(r[3]),
+                "errors": int(r[4]),
+            }
             for r in sql.fetch_all(conn, "status_rules")
         ]
-    try:
-        connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
-        queue = Queue(settings.worker.queue, connection=connection)
-        status["queue"] = {"name": queue.name, "depth": queue.count}
-    except redis.RedisError as exc:
-        status["queue"] = {"name": settings.worker.queue, "error": str(exc)}
+    status["queue"] = _queue_status(settings)
     return status
 
 
-def format_status(status: dict[str, Any]) -> str:
+def _rule_file_errors(settings: Settings) -> list[str]:
+    """Errors in the configured rule files as they are now (``engine run`` would reject
+    them and keep its previous rules), so a bad edit shows up here."""
+    from rules import load_rules
+
+    try:
+        result = load_rules(list(settings.rules), environ=os.environ, bot_names=settings.bot_names)
+    except Exception as exc:  # a status report must not die of a rule problem
+        return [f"cannot load the rule files: {exc}"]
+    return [str(error) for error in result.errors]
+
+
+def _queue_status(settings: Settings) -> dict[str, Any]:
+    name = settings.worker.queue
+    connection = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+    )
+    try:
+        queue = Queue(name, connection=connection)
+        workers = Worker.all(queue=queue)
+        return {
+            "name": name,
+            "depth": queue.count,
+            "started_jobs": queue.started_job_registry.count,
+            "failed_jobs": queue.failed_job_registry.count,
+            "workers": [
+                {
+                    "name": worker.name,
+                    "state": str(getattr(worker.get_state(), "value", worker.get_state())),
+                    "current_job": worker.get_current_job_id(),
+                    "last_heartbeat": worker.last_heartbeat,
+                }
+                for worker in sorted(workers, key=lambda w: str(w.name))
+            ],
+        }
+    except redis.RedisError as exc:
+        return {"name": name, "error": str(exc)}
+    finally:
+        connection.close()
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], *, label_column: bool = True
+) -> list[str]:
+    """Right-aligned values (a left-aligned first column of labels), widths from the data."""
+    cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
-    for c in status["cursors"]:
-        lines.append(
-            f"cursor {c['name']}: {c['events_evaluated']} events evaluated, "
-            f"{c['pending_events']} pending"
+    for row in cells:
+        first = row[0].ljust(widths[0]) if label_column else row[0].rjust(widths[0])
+        rest = "  ".join(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))
+        lines.append(f"  {first}  {rest}".rstrip())
+    return lines
+
+
+def _seconds(value: int | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value}s"
+    if value < 7200:
+        return f"{value // 60}m"
+    return f"{value // 3600}h{value % 3600 // 60:02d}m"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The snapshot as a few small tables, in the order an operator reads them."""
+    lines = ["cursors"]
+    if status["cursors"]:
+        lines += _table(
+            ("name", "evaluated", "pending", "lag", "last advance"),
+            [
+                (
+                    c["name"],
+                    c["events_evaluated"],
+                    c["pending_events"],
+                    _seconds(c["lag_seconds"]),
+                    _seconds(c["seconds_since_advance"]) + " ago",
+                )
+                for c in status["cursors"]
+            ],
         )
+    else:
+        lines.append("  none yet: `engine run` creates its cursor when it first leads")
     blocker = status.get("oldest_transaction")
     if blocker and any(c["pending_events"] for c in status["cursors"]):
         lines.append(
-            f"  oldest open transaction: pid {blocker['pid']} running for {blocker['running_for']}"
+            f"  oldest open transaction (holds pending events back): pid {blocker['pid']}, "
+            f"running for {blocker['running_for']}"
         )
-    actions = status["actions"]
-    order = ("queued", "running", "retrying", "success", "failed")
-    lines.append("actions: " + ", ".join(f"{k} {actions.get(k, 0)}" for k in order))
-    queue = status["queue"]
-    lines.append(
-        f"queue {queue['name']}: "
-        + (f"{queue['depth']} job(s)" if "depth" in queue else f"unavailable ({queue['error']})")
-    )
+    lines.append(f"events written: {status['events_per_second']}/s over the last minute")
+
+    rules = status["rules"]
+    lines.append(f"rules: {rules['loaded']} loaded ({rules['enabled']} enabled)")
+    if rules["file_errors"]:
+        lines.append(
+            f"  {len(rules['file_errors'])} error(s) in the rule files "
+            "(engine run keeps its previous rules):"
+        )
+        lines += [f"    {error}" for error in rules["file_errors"]]
     if status["rules_last_hour"]:
-        lines.append("rules, last hour:   matched   fired  suppressed  errors")
-        for r in status["rules_last_hour"]:
-            lines.append(
-                f"  {r['rule']:<18}{r['matched']:>8}{r['fired']:>8}"
-                f"{r['suppressed']:>12}{r['errors']:>8}"
-            )
+        lines.append("firings, current and previous hour")
+        lines += _table(
+            ("rule", "matched", "fired", "suppressed", "errors"),
+            [
+                (r["rule"], r["matched"], r["fired"], r["suppressed"], r["errors"])
+                for r in status["rules_last_hour"]
+            ],
+        )
+
+    actions = status["actions"]
+    lines.append("actions")
+    lines += _table(ACTION_STATUSES, [[actions[k] for k in ACTION_STATUSES]], label_column=False)
+    if actions["queued"] and actions.get("oldest_queued_seconds") is not None:
+        lines.append(f"  oldest queued: {_seconds(actions['oldest_queued_seconds'])} ago")
+    if actions["failed"]:
+        lines.append("  dead letters: `engine actions failed`, replay with `engine actions retry`")
+
+    lines += _format_queue(status["queue"])
     return "\n".join(lines)
+
+
+def _format_queue(queue: dict[str, Any]) -> list[str]:
+    if "error" in queue:
+        return [f"queue {queue['name']}: Redis unavailable ({queue['error']})"]
+    lines = [
+        f"queue {queue['name']}: {queue['depth']} waiting, {queue['started_jobs']} running, "
+        f"{queue['failed_jobs']} in RQ's failed registry; {len(queue['workers'])} worker(s)"
+    ]
+    if queue["workers"]:
+        lines += _table(
+            ("worker", "state", "current job"),
+            [(w["name"], w["state"], w["current_job"]) for w in queue["workers"]],
+        )
+    return lines

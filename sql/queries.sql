@@ -221,6 +221,15 @@ SELECT pid, backend_xid::text AS xid, now() - xact_start AS running_for,
  ORDER BY age(backend_xid) DESC
  LIMIT 1;
 
+-- name: metrics_blocker
+-- status_blocker for /metrics: the oldest transaction with an xid, anywhere in the
+-- cluster (xids are cluster-wide, so any database's transaction holds the cursor back).
+SELECT pid, extract(epoch FROM now() - xact_start)::float8 AS running_for_s
+  FROM pg_stat_activity
+ WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+ ORDER BY age(backend_xid) DESC
+ LIMIT 1;
+
 -- name: metrics_actions
 SELECT action_type, status, count(*) AS n, coalesce(sum(duration_ms), 0) AS duration_ms
   FROM action_results GROUP BY action_type, status;
@@ -245,3 +254,29 @@ SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, regi
   FROM events
  WHERE "timestamp" >= $1 AND "timestamp" < $2
  ORDER BY txid, seq;
+
+-- name: status_cursor_lag
+-- Per cursor: its position, the committed events after it, and how far behind it is
+-- (the block-time age of the oldest of them; 0 when none is pending).
+SELECT c.name, c.txid::text AS txid, c.seq, c.events, c.updated_at,
+       extract(epoch FROM now() - c.updated_at)::bigint AS since_advance_s,
+       p.pending,
+       CASE WHEN p.pending = 0 THEN 0
+            ELSE greatest(extract(epoch FROM now())::bigint - p.oldest_ts, 0) END AS lag_s
+  FROM engine_cursors c
+ CROSS JOIN LATERAL (SELECT count(*) AS pending, min(e."timestamp") AS oldest_ts
+                       FROM events e WHERE (e.txid, e.seq) > (c.txid, c.seq)) p
+ ORDER BY c.name;
+
+-- name: status_event_rate
+-- Events written in the last minute (by created_at, the indexer's insert time).
+SELECT count(*) FROM events WHERE created_at >= now() - interval '60 seconds';
+
+-- name: status_triggers
+SELECT count(*) AS loaded, count(*) FILTER (WHERE enabled) AS enabled,
+       max(updated_at) AS last_change
+  FROM triggers;
+
+-- name: status_oldest_queued
+SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
+ WHERE status = 'queued';
