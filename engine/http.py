@@ -37,6 +37,8 @@ class DaemonCollector(Collector):
         self.actions: list[Any] = []
         self.pending = 0
         self.oldest_age_s = 0
+        self.blocker_pid = 0
+        self.blocker_s = 0.0
 
     async def refresh(self) -> None:
         pool = self.daemon.pool
@@ -48,6 +50,11 @@ class DaemonCollector(Collector):
         )
         if row is not None:
             self.pending, self.oldest_age_s = int(row["pending"]), int(row["oldest_age_s"])
+        # The oldest transaction holding an xid bounds what the gap-safe cursor may read:
+        # while it stays open, committed events wait. Its pid makes that lag explainable.
+        blocker = await pool.fetchrow(query("metrics_blocker"), timeout=5)
+        self.blocker_pid = 0 if blocker is None else int(blocker["pid"])
+        self.blocker_s = 0.0 if blocker is None else float(blocker["running_for_s"])
 
     def collect(self) -> Iterator[Any]:
         d = self.daemon
@@ -75,6 +82,16 @@ class DaemonCollector(Collector):
             "engine_lag_seconds",
             "Block-time age of the oldest unevaluated event",
             value=self.oldest_age_s,
+        )
+        yield GaugeMetricFamily(
+            "engine_oldest_transaction_pid",
+            "Backend pid of the oldest open transaction holding back the cursor (0: none)",
+            value=self.blocker_pid,
+        )
+        yield GaugeMetricFamily(
+            "engine_oldest_transaction_seconds",
+            "How long the oldest open transaction (which holds back the cursor) has run",
+            value=self.blocker_s,
         )
         yield GaugeMetricFamily(
             "engine_rules_loaded", "Rules in the index", value=len(d.rulebook.rules)
