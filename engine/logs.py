@@ -16,14 +16,21 @@ from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _SECRET_KEY = re.compile(r"(secret|token|password|authorization)", re.IGNORECASE)
-_SECRET_IN_TEXT = re.compile(r"(bot)\d+:[A-Za-z0-9_-]{20,}|(://[^:/@\s]+:)[^@\s]+@")
+# Each pattern keeps its first group and blanks what follows: a bot token in a Bot API
+# URL, the password of a URL-style DSN, of a key=value DSN, and a bearer token.
+_SECRETS_IN_TEXT = (
+    re.compile(r"(bot\d+:)[A-Za-z0-9_-]{20,}"),
+    re.compile(r"(://[^:/@\s]+:)[^@\s]+(?=@)"),
+    re.compile(r"(\bpassword\s*=\s*)('[^']*'|[^\s'\"]+)", re.IGNORECASE),
+    re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE),
+)
 
 
 def redact_text(text: str) -> str:
-    """Blank out bot tokens in URLs and passwords in DSNs."""
-    return _SECRET_IN_TEXT.sub(
-        lambda m: f"{m.group(1)}<redacted>" if m.group(1) else f"{m.group(2)}<redacted>@", text
-    )
+    """Blank out bot tokens in URLs, passwords in DSNs and bearer tokens."""
+    for pattern in _SECRETS_IN_TEXT:
+        text = pattern.sub(lambda m: f"{m.group(1)}<redacted>", text)
+    return text
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
