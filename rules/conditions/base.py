@@ -7,6 +7,7 @@ write (a corrupted row, an older layout): it then starts afresh instead of raisi
 
 from __future__ import annotations
 
+import bisect
 import json
 import operator
 from collections.abc import Callable, Mapping
@@ -105,6 +106,39 @@ def value_key(value: str | int | float | bool) -> str:
 def state_dict(state: Any) -> dict[str, Any]:
     """The state as a fresh dict; anything that is not a mapping counts as empty."""
     return dict(state) if isinstance(state, Mapping) else {}
+
+
+def slide_window(
+    times: list[Any], values: list[Any] | None, now: int, horizon: int, value: Any = None
+) -> tuple[list[Any], list[Any] | None]:
+    """Drop entries at or before ``horizon``, insert (now, value), cap the length.
+
+    ``times`` is kept sorted, so pruning is a binary search plus one C-level slice rather
+    than a Python loop over a window of up to MAX_WINDOW_ENTRIES.  Past the cap the
+    entries with the oldest times are dropped.  New lists are returned (purity); a stored
+    list holding something other than numbers raises TypeError, which callers treat as a
+    corrupted state.
+    """
+    start = bisect.bisect_right(times, horizon)
+    kept = times[start:]
+    at = bisect.bisect_right(kept, now)
+    kept.insert(at, now)
+    kept_values = None
+    if values is not None:
+        kept_values = values[start:]
+        kept_values.insert(at, value)
+    if len(kept) > MAX_WINDOW_ENTRIES:
+        excess = len(kept) - MAX_WINDOW_ENTRIES
+        del kept[:excess]
+        if kept_values is not None:
+            del kept_values[:excess]
+    return kept, kept_values
+
+
+def stored_list(state: Any, key: str) -> list[Any]:
+    """The list stored under ``key`` (no copy), or an empty one."""
+    value = state.get(key) if isinstance(state, Mapping) else None
+    return value if isinstance(value, list) else []
 
 
 def int_list(value: Any) -> list[int]:

@@ -1,6 +1,7 @@
 """`count`: how many of the group's events fall within a time window, this one included.
 
-The window is (now − within, now] in event time; older entries are pruned on every event.
+The window is (now − within, now] in event time; older entries are pruned on every event
+(times are kept sorted, so an event that arrives out of order is placed by its time).
 At most MAX_WINDOW_ENTRIES event times are kept per group: past that the oldest are
 dropped, so the count saturates there (thresholds above the cap are refused at load).
 An event without a usable `timestamp` is not counted and the condition does not hold.
@@ -16,8 +17,8 @@ from rules.conditions.base import (
     MAX_WINDOW_ENTRIES,
     Outcome,
     Threshold,
-    int_list,
-    state_dict,
+    slide_window,
+    stored_list,
 )
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys, duration, one_of
@@ -46,14 +47,13 @@ class Count:
 
     def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
         """Add this event's time, prune the ones that left the window, compare."""
-        times = int_list(state_dict(state).get("times"))
+        times = stored_list(state, "times")
         if now is None:
-            return Outcome(False, {"times": times}, len(times))
-        horizon = now - self.within_s
-        times = [t for t in times if t > horizon]
-        times.append(now)
-        if len(times) > MAX_WINDOW_ENTRIES:
-            del times[: len(times) - MAX_WINDOW_ENTRIES]
+            return Outcome(False, {"times": list(times)}, len(times))
+        try:
+            times, _ = slide_window(times, None, now, now - self.within_s)
+        except TypeError:  # a corrupted stored window: start a fresh one
+            times = [now]
         return Outcome(self.holds(len(times)), {"times": times}, len(times))
 
     def after_fire(self, state: dict[str, Any]) -> dict[str, Any]:

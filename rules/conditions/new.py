@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rules.conditions.base import Outcome, scalar_value, state_dict, value_key
+from rules.conditions.base import Outcome, scalar_value, stored_list, value_key
 from rules.reporting import Problems
 from rules.shapes import check_keys, event_field, positive_int
 from rules.yaml_source import Path
@@ -30,17 +30,18 @@ class New:
 
     def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
         """Hold when the value is not remembered, and remember it (oldest out first)."""
-        stored = state_dict(state).get("seen")
-        seen = [v for v in stored if isinstance(v, str)] if isinstance(stored, list) else []
+        stored = stored_list(state, "seen")
         current = scalar_value(event, self.of)
         if current is None:
-            return Outcome(False, {"seen": seen}, {"value": None, "remembered": len(seen)})
+            return Outcome(
+                False, {"seen": list(stored)}, {"value": None, "remembered": len(stored)}
+            )
         key = value_key(current)
-        holds = key not in set(seen)
-        if holds:
-            seen.append(key)
-            if len(seen) > self.max_remembered:
-                del seen[: len(seen) - self.max_remembered]
+        # A list scan runs in C; building a set from the stored list each event would not.
+        holds = key not in stored
+        seen = [*stored, key] if holds else list(stored)
+        if len(seen) > self.max_remembered:
+            del seen[: len(seen) - self.max_remembered]
         return Outcome(holds, {"seen": seen}, {"value": current, "remembered": len(seen)})
 
     def after_fire(self, state: dict[str, Any]) -> dict[str, Any]:

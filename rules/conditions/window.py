@@ -1,6 +1,7 @@
 """`avg`, `sum`, `min`, `max`: an aggregate of a numeric field over a time window.
 
-The window is (now − within, now] in event time, this event included.  At most
+The window is (now − within, now] in event time, this event included; the state holds two
+parallel lists, sorted by time, so the aggregate runs in C (fsum, min, max).  At most
 MAX_WINDOW_ENTRIES samples are kept per group; past that the oldest are dropped, so the
 aggregate covers the newest samples only.  An event whose field is null or not a number,
 or that has no usable `timestamp`, adds no sample and the condition does not hold for it.
@@ -14,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.conditions.base import (
-    MAX_WINDOW_ENTRIES,
     Outcome,
     Threshold,
     compile_threshold,
     numeric_value,
-    state_dict,
+    slide_window,
+    stored_list,
 )
-from rules.fields import is_number
 from rules.reporting import Problems
 from rules.shapes import check_keys, duration, event_field
 from rules.yaml_source import Path
@@ -41,15 +41,11 @@ def aggregate(name: str, values: list[float | int]) -> float | int | None:
     return min(values) if name == "min" else max(values)
 
 
-def _samples(state: Any) -> list[list[Any]]:
-    stored = state_dict(state).get("samples")
-    if not isinstance(stored, list):
-        return []
-    return [
-        [s[0], s[1]]
-        for s in stored
-        if isinstance(s, list) and len(s) == 2 and type(s[0]) is int and is_number(s[1])
-    ]
+def _current(name: str, values: list[Any]) -> float | int | None:
+    try:
+        return aggregate(name, values)
+    except (TypeError, ValueError):  # a corrupted stored window
+        return None
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,23 @@ class WindowAggregate:
 
     def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
         """Add this event's sample, prune the window, compare the aggregate."""
-        samples = _samples(state)
+        times, values = stored_list(state, "times"), stored_list(state, "values")
         value = numeric_value(event, self.of)
         if now is None or value is None:
-            current = aggregate(self.key, [s[1] for s in samples])
-            return Outcome(False, {"samples": samples}, current)
-        horizon = now - self.within_s
-        samples = [s for s in samples if s[0] > horizon]
-        samples.append([now, value])
-        if len(samples) > MAX_WINDOW_ENTRIES:
-            del samples[: len(samples) - MAX_WINDOW_ENTRIES]
-        current = aggregate(self.key, [s[1] for s in samples])
-        return Outcome(self.threshold.holds(current), {"samples": samples}, current)
+            kept = {"times": list(times), "values": list(values)}
+            return Outcome(False, kept, _current(self.key, values))
+        try:
+            if len(times) != len(values):
+                raise TypeError("times and values differ in length")
+            new_times, new_values = slide_window(times, values, now, now - self.within_s, value)
+            assert new_values is not None
+            current = aggregate(self.key, new_values)
+            holds = self.threshold.holds(current)
+        except TypeError:  # a corrupted stored window: start a fresh one
+            new_times, new_values = [now], [value]
+            current = value
+            holds = self.threshold.holds(current)
+        return Outcome(holds, {"times": new_times, "values": new_values}, current)
 
     def after_fire(self, state: dict[str, Any]) -> dict[str, Any]:
         """Firing does not change the samples."""
