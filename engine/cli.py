@@ -157,6 +157,22 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     return run_backtest(settings_of(args), args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench import BenchOptions, run_bench
+
+    return run_bench(
+        BenchOptions(
+            rules=args.rules,
+            events=args.events,
+            rate=args.rate,
+            workers=args.workers,
+            quick=args.quick,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engine", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -217,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--since", default="7d")
     backtest.add_argument("--until")
     backtest.add_argument("--rule")
+    bench = add("bench", cmd_bench, "measure the engine beside PostgreSQL's and RQ's own limits")
+    bench.add_argument("--rules", type=int, help="rule count of figure 1 (default 1k/10k/100k)")
+    bench.add_argument("--events", type=int, help="catch-up backlog (default 20,000)")
+    bench.add_argument("--rate", type=float, default=1000.0, help="higher live rate, events/s")
+    bench.add_argument("--workers", type=int, default=2, help="engine worker processes")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    bench.add_argument("--database-url", help="a database the bench may EMPTY (default: own)")
+    bench.add_argument("--redis-url", help="a Redis the bench may FLUSH (default: own)")
     return parser
 
 
