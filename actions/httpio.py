@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -79,15 +79,21 @@ async def read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, boo
 
 @asynccontextmanager
 async def send_following_redirects(
-    client: httpx.AsyncClient, request: httpx.Request, *, max_redirects: int = MAX_REDIRECTS
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    max_redirects: int = MAX_REDIRECTS,
+    private_headers: Collection[str] = (),
 ) -> AsyncIterator[tuple[httpx.Response, int]]:
     """Send ``request`` streamed, following at most ``max_redirects`` hops ourselves.
 
     Each hop is a new request through the client's (guarded) transport, so a redirect to a
     private address is refused like a direct URL.  httpx's ``next_request`` gives the
-    standard method rewriting (303 -> GET) and drops Authorization across origins.
-    Yields the final response and the number of hops followed.
+    standard method rewriting (303 -> GET) and drops Authorization across origins; the
+    ``private_headers`` (a rule's own headers, which may hold API keys) are dropped too
+    when a hop leaves the original origin.  Yields the final response and the hops followed.
     """
+    origin = _origin(request.url)
     hops = 0
     response = await client.send(request, stream=True, follow_redirects=False)
     try:
@@ -98,12 +104,19 @@ async def send_following_redirects(
                     response_data={"status": response.status_code, "redirects": hops},
                 )
             next_request = response.next_request
+            if _origin(next_request.url) != origin:
+                for name in private_headers:
+                    next_request.headers.pop(name, None)
             await response.aclose()
             hops += 1
             response = await client.send(next_request, stream=True, follow_redirects=False)
         yield response, hops
     finally:
         await response.aclose()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def transport_error(exc: httpx.TransportError, what: str) -> RetryableActionError:

@@ -38,6 +38,8 @@ from actions.runtime import resources_of
 from actions.signing import webhook_headers
 
 _HEADERS_OF_INTEREST = ("content-type", "retry-after", "location")
+# Rule headers safe to forward to another origin on a redirect; any other may be a key.
+_PUBLIC_HEADERS = frozenset({"content-type", "accept", "user-agent"})
 
 
 def expected_statuses(value: Any) -> frozenset[int] | None:
@@ -112,9 +114,16 @@ def _build_request(request: ActionRequest, client: httpx.AsyncClient) -> httpx.R
 
 
 async def _exchange(
-    client: httpx.AsyncClient, outgoing: httpx.Request, limit: int, expect: frozenset[int] | None
+    client: httpx.AsyncClient,
+    outgoing: httpx.Request,
+    limit: int,
+    expect: frozenset[int] | None,
+    private_headers: list[str],
 ) -> dict[str, Any]:
-    async with send_following_redirects(client, outgoing) as (response, hops):
+    async with send_following_redirects(client, outgoing, private_headers=private_headers) as (
+        response,
+        hops,
+    ):
         data = await _response_data(response, limit, hops)
     status = response.status_code
     ok = 200 <= status < 300 if expect is None else status in expect
@@ -133,7 +142,9 @@ async def execute_rest(request: ActionRequest, runtime: ActionRuntime) -> Action
     resources = resources_of(runtime)
     settings = resources.settings
     spec = request.spec
-    secrets = [str(spec.get("secret") or ""), *_string_headers(spec.get("headers")).values()]
+    rule_headers = _string_headers(spec.get("headers"))
+    secrets = [str(spec.get("secret") or ""), *rule_headers.values()]
+    private_headers = [name for name in rule_headers if name.lower() not in _PUBLIC_HEADERS]
     timeout_s = parse_timeout_s(spec.get("timeout"), settings.default_timeout_s)
     expect = expected_statuses(spec.get("expect_status"))
     client = resources.http
@@ -141,7 +152,9 @@ async def execute_rest(request: ActionRequest, runtime: ActionRuntime) -> Action
         outgoing = _build_request(request, client)
         outgoing.extensions["timeout"] = httpx.Timeout(timeout_s).as_dict()
         async with asyncio.timeout(timeout_s):
-            data = await _exchange(client, outgoing, settings.max_response_bytes, expect)
+            data = await _exchange(
+                client, outgoing, settings.max_response_bytes, expect, private_headers
+            )
     except TimeoutError as exc:
         message = f"webhook timed out: no complete answer within {timeout_s:g}s"
         raise RetryableActionError(message) from exc

@@ -176,3 +176,23 @@ async def test_timeout_accepts_number_and_duration(files_server, make_runtime, r
         await execute_rest(request_for("rest", {"url": url, "timeout": timeout}), runtime)
     with pytest.raises(PermanentActionError, match="timeout"):
         await execute_rest(request_for("rest", {"url": url, "timeout": "soon"}), runtime)
+
+
+async def test_rule_headers_dropped_when_a_redirect_leaves_the_origin(
+    files_server, make_runtime, request_for
+):
+    other = files_server.url.replace("127.0.0.1", "localhost")  # same server, other origin
+    files_server.add("/final", Reply(status=200))
+    files_server.redirect("/hook", other + "/final", status=307)
+    spec = {
+        "url": files_server.url + "/hook",
+        "headers": {"X-Api-Key": "k-123456", "Content-Type": "application/json"},
+        "body": {"a": 1},
+        "secret": WHSEC,
+    }
+    await execute_rest(request_for("rest", spec), make_runtime())
+    first, second = files_server.received
+    assert first.headers["X-Api-Key"] == "k-123456"
+    assert "X-Api-Key" not in second.headers
+    assert second.headers["Content-Type"] == "application/json"
+    standardwebhooks.Webhook(WHSEC).verify(second.body, second.headers)
