@@ -58,6 +58,7 @@ class _Bucket:
         self.keyed: tuple[tuple[str, dict[Any, list[_Entry]]], ...] = tuple(tables.items())
 
     def match(self, event: Mapping[str, Any]) -> list[Rule]:
+        """Rules of this bucket whose `where` holds, in load order."""
         found: list[_Entry] | None = None
         several = False
         for field, table in self.keyed:

@@ -57,6 +57,7 @@ class _WhereCompiler:
         return all_of([self.entry(key, value, (*path, key), depth) for key, value in spec.items()])
 
     def entry(self, key: str, value: Any, path: Path, depth: int) -> Predicate:
+        """One key of a where mapping: a combinator or a field matcher."""
         if key in ("any", "all"):
             if not isinstance(value, list) or not value:
                 self.sink.at(path, f"must be a non-empty list of conditions (got {shown(value)})")

@@ -115,6 +115,7 @@ class _Converter:
         self.values = 0
 
     def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        """The plain value of ``node``; raises _TooBig past the depth or value budget."""
         self.values += 1
         line = node.start_mark.line + 1
         if self.values > MAX_VALUES:
