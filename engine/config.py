@@ -31,6 +31,7 @@ TOP_LEVEL_KEYS = (
     "mcp",
     "engine",
     "worker",
+    "retention",
 )
 
 
@@ -60,6 +61,17 @@ class WorkerTunables:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """``retention:`` section: how long rows are kept, and the statistics refresh."""
+
+    action_results_days: int = 90  # finished (success/failed) audit rows
+    events_days: int = 365  # events, never one a cursor has not evaluated yet
+    interval_s: float = 3600.0  # how often `engine run` applies retention
+    stats_refresh_s: float = 300.0  # how often the hourly statistics views are refreshed
+    delete_batch_size: int = 5000  # rows per DELETE, so no statement holds locks for long
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -68,6 +80,7 @@ class Settings:
     actions: ActionSettings = field(default_factory=ActionSettings)
     engine: EngineTunables = field(default_factory=EngineTunables)
     worker: WorkerTunables = field(default_factory=WorkerTunables)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     source: str | None = None  # the config file, when there is one
 
     @property
@@ -268,5 +281,6 @@ def _build(doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int])
         actions=actions,
         engine=read.section(EngineTunables, "engine"),
         worker=read.section(WorkerTunables, "worker"),
+        retention=read.section(RetentionSettings, "retention"),
         source=source,
     )

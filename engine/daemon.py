@@ -23,6 +23,7 @@ from engine.config import Settings
 from engine.dispatcher import Dispatcher
 from engine.evaluator import BatchResult, CursorMovedError, Evaluator
 from engine.listener import Listener
+from engine.retention import Maintenance
 from engine.rulebook import RuleBook
 from sql import query
 
@@ -99,6 +100,7 @@ class Daemon:
         self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
         self.leader = LeaderLock(settings.database_url, tun.cursor_name)
         self.stats = DaemonStats()
+        self.maintenance = Maintenance(settings.retention)  # retention and statistics
         self.stopping = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -120,6 +122,7 @@ class Daemon:
         finally:
             if http is not None:
                 await http.close()
+            await self.maintenance.close()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -165,6 +168,7 @@ class Daemon:
                 if time.monotonic() >= next_sweep:
                     await self.sweep()
                     next_sweep = time.monotonic() + tun.sweep_interval_s
+                self.maintenance.poke(self.pool)  # starts a background task when due
                 delay = tun.reconnect_min_s
             except asyncio.CancelledError:
                 return

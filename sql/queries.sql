@@ -280,3 +280,59 @@ SELECT count(*) AS loaded, count(*) FILTER (WHERE enabled) AS enabled,
 -- name: status_oldest_queued
 SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
  WHERE status = 'queued';
+
+-- name: retention_delete_events
+-- One batch of events older than $1 days, by insert time.  An event that some cursor
+-- has not evaluated yet is never deleted (no event is skipped, even by retention).
+DELETE FROM events e
+ USING (SELECT id, created_at FROM events
+         WHERE created_at < now() - make_interval(days => $1)
+         ORDER BY created_at
+         LIMIT $2) old
+ WHERE e.id = old.id AND e.created_at = old.created_at
+   AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (e.txid, e.seq) > (c.txid, c.seq));
+
+-- name: retention_delete_action_results
+-- One batch of finished audit rows older than $1 days; queued, running and retrying
+-- rows are work still to do and are kept whatever their age.
+DELETE FROM action_results
+ WHERE id = ANY (ARRAY(SELECT id FROM action_results
+                        WHERE created_at < now() - make_interval(days => $1)
+                          AND status IN ('success', 'failed')
+                        ORDER BY id
+                        LIMIT $2));
+
+-- name: retention_events_is_hypertable
+-- The TimescaleDB catalog only exists with the extension: ask for it by name first.
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+       AND to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL;
+
+-- name: retention_hypertable_check
+SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable
+                WHERE schema_name = current_schema() AND table_name = 'events');
+
+-- name: retention_drop_event_chunks
+-- TimescaleDB: whole chunks older than $1 days go at once, instead of row deletes.
+SELECT count(*) FROM drop_chunks('events', older_than => now() - make_interval(days => $1));
+
+-- name: stats_views
+-- The statistics views that the engine refreshes itself: plain materialized views
+-- (relkind 'm'); a continuous aggregate is refreshed by TimescaleDB's own policy.
+SELECT c.relname, c.relispopulated
+  FROM pg_class c
+ WHERE c.relname IN ('events_hourly', 'action_metrics_hourly')
+   AND c.relkind = 'm'
+   AND c.relnamespace = current_schema()::regnamespace
+ ORDER BY c.relname;
+
+-- name: refresh_events_hourly
+REFRESH MATERIALIZED VIEW events_hourly;
+
+-- name: refresh_events_hourly_concurrently
+REFRESH MATERIALIZED VIEW CONCURRENTLY events_hourly;
+
+-- name: refresh_action_metrics_hourly
+REFRESH MATERIALIZED VIEW action_metrics_hourly;
+
+-- name: refresh_action_metrics_hourly_concurrently
+REFRESH MATERIALIZED VIEW CONCURRENTLY action_metrics_hourly;
