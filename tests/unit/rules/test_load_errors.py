@@ -285,3 +285,13 @@ def test_no_traceback_for_garbage():
         for error in errors_of(garbage):
             assert "Traceback" not in error
             assert error.startswith("rules/test.yaml")
+
+
+def test_block_nesting_past_the_yaml_depth_cap_is_one_error():
+    lines = ["rules:", "  - id: deep", "    where:"]
+    for level in range(300):
+        lines.append("  " * (level + 3) + "not:")
+    lines.append("  " * 303 + "score: 1")
+    assert errors_of("\n".join(lines) + "\n" + REST) == [
+        "rules/test.yaml:102: nesting deeper than 100 levels"
+    ]
