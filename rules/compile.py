@@ -97,7 +97,9 @@ def compile_rule(
         logic_hash=hashlib.sha256(canonical_json(logic).encode()).hexdigest(),
         stateful=stateful,
         tests=tests,
-        equalities=where.equalities,
+        index_key=where.index_key,
+        index_values=where.index_values,
+        residual=where.residual,
         predicate=where.predicate,
         machine=StateMachine(conditions, throttle) if stateful else None,
     )

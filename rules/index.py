@@ -20,19 +20,6 @@ from rules.matchers import Predicate
 from rules.model import Rule, on_value
 
 ON_KEYS: Final = ("chain_id", "registry", "event_type")
-#: Fields tried first as the sub-index key: the ones rules most often pin to one value.
-PREFERRED_KEYS: Final = (
-    "agent_id",
-    "client_address",
-    "validator_address",
-    "owner",
-    "tag1",
-    "tag2",
-    "tag",
-    "request_hash",
-    "file_hash",
-    "metadata_key",
-)
 #: Distinct (chain, registry, event_type) triples cached; hostile input cannot grow it past.
 MAX_CACHED_TRIPLES: Final = 4096
 
@@ -47,14 +34,15 @@ class _Bucket:
     def __init__(self, entries: list[_Entry]) -> None:
         self.unkeyed: list[_Entry] = []
         tables: dict[str, dict[Any, list[_Entry]]] = {}
-        for entry in entries:
-            key = _index_key(entry[1])
+        for order, rule, predicate in entries:
+            key = rule.index_key
             if key is None:
-                self.unkeyed.append(entry)
+                self.unkeyed.append((order, rule, predicate))
                 continue
+            # Found through its key, a rule needs only the rest of its `where` checked.
             table = tables.setdefault(key, {})
-            for value in entry[1].equalities[key]:
-                table.setdefault(value, []).append(entry)
+            for value in rule.index_values:
+                table.setdefault(value, []).append((order, rule, rule.residual))
         self.keyed: tuple[tuple[str, dict[Any, list[_Entry]]], ...] = tuple(tables.items())
 
     def match(self, event: Mapping[str, Any]) -> list[Rule]:
@@ -63,6 +51,8 @@ class _Bucket:
         several = False
         for field, table in self.keyed:
             value = event.get(field)
+            if value is None or value.__class__ is bool:  # True would hash like 1
+                continue
             try:
                 hits = table.get(fold_hex(value))
             except TypeError:  # unhashable (a list in a hostile row): matches no equality
@@ -92,16 +82,6 @@ class _Bucket:
 
 def _order(entry: _Entry) -> int:
     return entry[0]
-
-
-def _index_key(rule: Rule) -> str | None:
-    equalities = rule.equalities
-    if not equalities:
-        return None
-    for key in PREFERRED_KEYS:
-        if key in equalities:
-            return key
-    return next(iter(equalities))
 
 
 class RuleIndex:

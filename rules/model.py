@@ -107,7 +107,9 @@ class Rule:
     logic_hash: str
     stateful: bool
     tests: tuple[RuleTest, ...] = ()
-    equalities: Mapping[str, frozenset[Any]] = field(default_factory=dict, repr=False)
+    index_key: str | None = field(default=None, repr=False)
+    index_values: frozenset[Any] = field(default_factory=frozenset, repr=False)
+    residual: Predicate | None = field(default=None, repr=False)
     predicate: Predicate | None = field(default=None, repr=False)
     machine: StateMachine | None = field(default=None, repr=False)
 

@@ -22,12 +22,34 @@ MAX_MATCHERS: Final = 1000
 COMBINATORS: Final = ("any", "all", "not")
 
 
+#: Fields tried first as the index key: the ones rules most often pin to one value.
+PREFERRED_KEYS: Final = (
+    "agent_id",
+    "client_address",
+    "validator_address",
+    "owner",
+    "tag1",
+    "tag2",
+    "tag",
+    "request_hash",
+    "file_hash",
+    "metadata_key",
+)
+
+
 @dataclass
 class CompiledWhere:
-    """The predicate plus the equalities the index can use: field -> allowed values."""
+    """The predicate, plus what the RuleIndex files the rule under.
+
+    ``index_key``/``index_values``: a top-level field that must equal one of these values.
+    ``residual``: the rest of `where` once that equality is known to hold (None: nothing
+    left), so the index does not test the equality twice.
+    """
 
     predicate: Predicate
-    equalities: dict[str, frozenset[Any]] = field(default_factory=dict)
+    index_key: str | None = None
+    index_values: frozenset[Any] = field(default_factory=frozenset)
+    residual: Predicate | None = None
 
 
 def _never(event: Mapping[str, Any]) -> bool:
@@ -94,8 +116,41 @@ def compile_where(spec: Any, sink: Problems, path: Path = ("where",)) -> Compile
     """Compile ``spec`` (None = no filter), reporting every mistake to ``sink``."""
     if spec is None:
         return CompiledWhere(lambda event: True)
+    before = sink.count
     predicate = _WhereCompiler(sink).items(spec, path, 0)
-    return CompiledWhere(predicate, top_level_equalities(spec))
+    equalities = top_level_equalities(spec)
+    if sink.count != before or not equalities:
+        return CompiledWhere(predicate)
+    key = next((k for k in PREFERRED_KEYS if k in equalities), next(iter(equalities)))
+    rest = _without_equality(spec, key)
+    residual: Predicate | None = predicate
+    if rest is not _UNCHANGED:
+        # Compiled again without the key; its errors were reported by the full compile.
+        scratch = Problems(sink.file, sink.lines)
+        residual = None if rest is None else _WhereCompiler(scratch).items(rest, path, 0)
+    return CompiledWhere(predicate, key, equalities[key], residual)
+
+
+_UNCHANGED: Final = object()
+
+
+def _without_equality(spec: Any, key: str) -> Any:
+    """``spec`` without the plain equality on ``key`` (None if nothing is left).
+
+    Returns _UNCHANGED when the key's matcher has other operators too (then the whole
+    predicate stays the residual, which is always correct).
+    """
+    mappings = spec if isinstance(spec, list) else [spec]
+    for i, mapping in enumerate(mappings):
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            continue
+        matcher = mapping[key]
+        if isinstance(matcher, Mapping) and len(matcher) != 1:
+            return _UNCHANGED
+        trimmed = {k: v for k, v in mapping.items() if k != key}
+        rest = [*mappings[:i], *([trimmed] if trimmed else []), *mappings[i + 1 :]]
+        return rest or None
+    return _UNCHANGED
 
 
 def top_level_equalities(spec: Any) -> dict[str, frozenset[Any]]:

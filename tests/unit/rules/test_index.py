@@ -100,3 +100,25 @@ def test_many_rules_on_one_key_discriminate_by_agent_id():
     found = index.matching({"registry": "reputation", "agent_id": 1500, "score": 5})
     assert [r.id for r in found] == ["r1500", "r2000"]
     assert index.matching({"registry": "identity", "agent_id": 1500}) == []
+
+
+def test_keyed_rules_skip_only_the_equality_they_were_found_by():
+    specs = [
+        ({}, {"agent_id": 1}, True),
+        ({}, [{"agent_id": {"in": [1, 2]}}, {"score": {"lt": 5}}], True),
+        ({}, {"agent_id": {"eq": 1, "ne": 3}}, True),
+        ({}, {"client_address": "0xAB", "tag1": "x"}, True),
+    ]
+    rules = compile_rules(specs)
+    assert [r.index_key for r in rules] == ["agent_id", "agent_id", "agent_id", "client_address"]
+    index = RuleIndex(rules)
+
+    def ids(event):
+        return [r.id for r in index.matching(event)]
+
+    assert ids({"agent_id": 1, "score": 1}) == ["r0", "r1", "r2"]
+    assert ids({"agent_id": 1.0, "score": 9}) == ["r0", "r2"]
+    assert ids({"agent_id": True, "score": 1}) == []  # True hashes like 1 but is no agent id
+    assert ids({"agent_id": "1", "score": 1}) == []
+    assert ids({"client_address": "0xab", "tag1": "x"}) == ["r3"]
+    assert ids({"client_address": "0xab", "tag1": "y"}) == []
