@@ -115,11 +115,14 @@ class EngineProcess:
 
 @contextmanager
 def engine_processes(
-    config: Path, tmp_path: Path, *commands: Sequence[str]
+    config: Path,
+    tmp_path: Path,
+    *commands: Sequence[str],
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[list[EngineProcess]]:
     """Start each command (e.g. ["run"], ["worker"]); stop them all afterwards."""
     procs = [
-        EngineProcess(config, *cmd, log_path=tmp_path / f"{'-'.join(cmd)}-{i}.log").start()
+        EngineProcess(config, *cmd, log_path=tmp_path / f"{'-'.join(cmd)}-{i}.log", env=env).start()
         for i, cmd in enumerate(commands)
     ]
     try:
