@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import time
 import uuid
 
 import redis
@@ -22,6 +24,9 @@ from actions.job import JobRunner, JobSettings, install_runner
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
+
+REDIS_RETRY_MIN_S = 0.5  # backoff while Redis is away
+REDIS_RETRY_MAX_S = 10.0
 
 
 def build_runner(settings: Settings) -> JobRunner:
@@ -52,12 +57,28 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     install_runner(runner)
     connection = redis.Redis.from_url(settings.redis_url)
     queue = Queue(settings.worker.queue, connection=connection)
-    name = f"engine-worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    worker = SimpleWorker([queue], connection=connection, name=name)
-    log.info("worker started", extra={"queue": queue.name, "worker": name})
+    delay = REDIS_RETRY_MIN_S
     try:
-        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        while True:
+            name = f"engine-worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            try:
+                worker = SimpleWorker([queue], connection=connection, name=name)
+                log.info("worker started", extra={"queue": queue.name, "worker": name})
+                worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+                return 0
+            except redis.ConnectionError as exc:
+                # RQ gives up on a lost Redis (it raises out of work()); a worker must
+                # outlive an outage like the daemon does.  The rows stay in the audit
+                # table, and the daemon's sweep re-enqueues whatever Redis lost.
+                log.warning(
+                    "redis unavailable; the worker waits and starts again",
+                    extra={"error": str(exc), "retry_s": delay},
+                )
+                # RQ's handlers would only flag the dead worker: let SIGTERM/SIGINT stop us.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                time.sleep(delay)
+                delay = min(delay * 2, REDIS_RETRY_MAX_S)
     finally:
         install_runner(None)
         runner.close()
-    return 0

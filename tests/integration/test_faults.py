@@ -14,16 +14,20 @@ delivery seen at least once and duplicates only under the same ``webhook-id``.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from engine.localstack import free_port
+from engine.localstack import PostgresServer, RedisServer, free_port
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
     Inserter,
@@ -358,3 +362,179 @@ def test_standby_takes_over_repeatedly(
     tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
     _standby_takeover(tmp_path, database_url, redis_url, webhook_receiver, n_events=400, rounds=5)
+
+
+# -- servers of our own: the session's are shared with other tests, never stopped -----------
+
+
+@pytest.fixture
+def own_dir() -> Iterator[Path]:
+    """A directory for this test's servers, traversable by the postgres user; a killed
+    session's leftovers are found by conftest through owner.pid like the session stack."""
+    path = Path(tempfile.mkdtemp(prefix="engine-tests-faults-", dir="/tmp"))
+    path.chmod(0o755)
+    (path / "owner.pid").write_text(f"{os.getpid()}\n")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres(own_dir: Path) -> Iterator[tuple[PostgresServer, str]]:
+    from engine.migrate import apply_migrations
+
+    server = PostgresServer(own_dir / "postgres", fast_unsafe=True)
+    server.start()
+    try:
+        dsn = server.create_database("engine")
+        apply_migrations(dsn)
+        yield server, dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(own_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(own_dir / "redis", persistence=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- 3. PostgreSQL restarted under the engine and the workers --------------------------------
+
+
+def _postgres_restarts(
+    tmp_path: Path,
+    server: PostgresServer,
+    dsn: str,
+    redis_url: str,
+    receiver: WebhookReceiver,
+    *,
+    n_events: int,
+    restarts: int,
+    down_s: float,
+) -> None:
+    sc = Scenario(tmp_path, dsn, redis_url, receiver)
+    events = plan_events(n_events)
+    sc.start("run")
+    sc.start("worker")
+    sc.wait_rules_loaded()
+    inserter = Inserter(dsn, events, per_tx=2, pause_s=0.03)
+    inserter.start()
+    try:
+        for _ in range(restarts):
+            time.sleep(1.0)
+            if down_s:
+                server.stop(mode="fast")
+                time.sleep(down_s)
+                server.start()
+            else:
+                server.restart()  # pg_ctl stop -m fast, then start on the same port
+        inserted = inserter.join_checked()
+        outcome = verify("3 postgres restart", dsn, receiver, inserted, timeout=90)
+        alive = all(p.alive() for p in sc.processes)
+    finally:
+        sc.stop_all()
+    assert alive, "a process died with the database"
+    outcome.extra = {"restarts": restarts, "down_s": down_s, "inserter_retries": inserter.retries}
+    outcome.report()
+
+
+def test_postgres_restart_while_running(
+    tmp_path: Path,
+    own_postgres: tuple[PostgresServer, str],
+    redis_url: str,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    server, dsn = own_postgres
+    _postgres_restarts(
+        tmp_path, server, dsn, redis_url, webhook_receiver, n_events=90, restarts=1, down_s=0
+    )
+
+
+@pytest.mark.faults
+def test_postgres_down_for_a_while_repeatedly(
+    tmp_path: Path,
+    own_postgres: tuple[PostgresServer, str],
+    redis_url: str,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    server, dsn = own_postgres
+    _postgres_restarts(
+        tmp_path, server, dsn, redis_url, webhook_receiver, n_events=400, restarts=4, down_s=3
+    )
+
+
+# -- 4. Redis stopped, then back (with its data, or empty) ------------------------------------
+
+
+def _redis_outage(
+    tmp_path: Path,
+    database_url: str,
+    server: RedisServer,
+    receiver: WebhookReceiver,
+    *,
+    n_events: int,
+    down_s: float,
+    empty: bool,
+) -> None:
+    sc = Scenario(tmp_path, database_url, server.url(), receiver)
+    events = plan_events(n_events)
+    sc.start("run")
+    sc.start("worker")
+    sc.wait_rules_loaded()
+    inserter = Inserter(database_url, events, per_tx=2, pause_s=0.03)
+    inserter.start()
+    try:
+        time.sleep(1.0)
+        server.stop()
+        stopped_at = cursor_events(database_url)
+        time.sleep(down_s)
+        # The engine went on evaluating and committing; the new rows wait, 'queued'.
+        during = cursor_events(database_url) - stopped_at
+        queued = query_value(
+            database_url, "SELECT count(*) FROM action_results WHERE status = 'queued'"
+        )
+        if empty:  # Redis comes back without its data: every job in it is gone
+            shutil.rmtree(server.datadir)
+        server.start()
+        inserted = inserter.join_checked()
+        name = f"4 redis down {down_s:g}s, back {'empty' if empty else 'with its data'}"
+        outcome = verify(name, database_url, receiver, inserted, timeout=90)
+        alive = [p.args[-1] for p in sc.processes if not p.alive()]
+    finally:
+        sc.stop_all()
+    assert during > 0, "the engine stopped evaluating while Redis was down"
+    assert queued > 0
+    assert not alive, f"died with Redis: {alive}"
+    outcome.extra = {"evaluated_while_down": during, "queued_while_down": queued}
+    outcome.report()
+
+
+def test_redis_outage_with_persistence(
+    tmp_path: Path, database_url: str, own_redis: RedisServer, webhook_receiver: WebhookReceiver
+) -> None:
+    _redis_outage(
+        tmp_path, database_url, own_redis, webhook_receiver, n_events=100, down_s=2, empty=False
+    )
+
+
+def test_redis_comes_back_empty(
+    tmp_path: Path, database_url: str, own_redis: RedisServer, webhook_receiver: WebhookReceiver
+) -> None:
+    _redis_outage(
+        tmp_path, database_url, own_redis, webhook_receiver, n_events=100, down_s=2, empty=True
+    )
+
+
+@pytest.mark.faults
+def test_redis_long_outage(
+    tmp_path: Path, database_url: str, own_redis: RedisServer, webhook_receiver: WebhookReceiver
+) -> None:
+    _redis_outage(
+        tmp_path, database_url, own_redis, webhook_receiver, n_events=400, down_s=8, empty=False
+    )
