@@ -227,6 +227,7 @@ class Scenario:
         attempts: int = 10,
         timeout: str = "5s",
         extra: dict[str, Any] | None = None,
+        extra_rules: str | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.dsn = database_url
@@ -236,8 +237,15 @@ class Scenario:
             RULES.format(url=receiver.url, attempts=attempts, timeout=timeout, low=LOW_SCORE_BELOW),
             encoding="utf-8",
         )
+        paths = [str(rules)]
+        self.n_rules = 2
+        if extra_rules is not None:
+            more = tmp_path / "more-rules.yaml"
+            more.write_text(extra_rules, encoding="utf-8")
+            paths.append(str(more))
+            self.n_rules += extra_rules.count("\n  - id:")
         self.config = write_config(
-            tmp_path, database_url=database_url, redis_url=redis_url, rules=str(rules), extra=extra
+            tmp_path, database_url=database_url, redis_url=redis_url, rules=paths, extra=extra
         )
         self.processes: list[EngineProcess] = []
         self._n = 0
@@ -257,7 +265,7 @@ class Scenario:
 
     def wait_rules_loaded(self, timeout: float = 30) -> None:
         wait_until(
-            lambda: query_value(self.dsn, "SELECT count(*) FROM triggers") == 2,
+            lambda: query_value(self.dsn, "SELECT count(*) FROM triggers") == self.n_rules,
             timeout=timeout,
             what="the rules to be loaded",
         )
@@ -346,3 +354,91 @@ def verify(
         deliveries=len(requests),
         duplicates=duplicates,
     )
+
+
+class HostileServer:
+    """A raw HTTP endpoint that misbehaves on purpose, chosen by path:
+
+    ``/trickle`` answers headers, then one body byte per second; ``/huge`` announces and
+    streams a 1 GB body as fast as the client reads; ``/loop`` redirects to itself
+    forever; ``/private`` redirects to the cloud metadata address.  ``hits`` counts the
+    connections that sent a request, per path; ``sent`` the body bytes written per path.
+    """
+
+    GB = 1 << 30
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.hits: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> HostileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        try:
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            path = head.split(b" ", 2)[1].decode().split("?")[0]
+            self.hits[path] += 1
+            if path == "/trickle":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                for _ in range(100):
+                    if self._stop.wait(1.0):
+                        return
+                    conn.sendall(b"x")
+                    self.sent[path] += 1
+            elif path == "/huge":
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    + f"Content-Length: {self.GB}\r\n\r\n".encode()
+                )
+                block = b"\0" * 65536
+                while self.sent[path] < self.GB and not self._stop.is_set():
+                    conn.sendall(block)
+                    self.sent[path] += len(block)
+            elif path == "/loop":
+                conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n")
+            elif path == "/private":
+                conn.sendall(
+                    b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/"
+                    b"\r\nContent-Length: 0\r\n\r\n"
+                )
+            else:
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass  # the client hung up: that is the point of most of these
+        finally:
+            conn.close()

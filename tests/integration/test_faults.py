@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ import pytest
 from engine.localstack import PostgresServer, RedisServer, free_port
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
+    CHAIN_ID,
     Inserter,
     Scenario,
     cursor_events,
@@ -537,4 +539,207 @@ def test_redis_long_outage(
 ) -> None:
     _redis_outage(
         tmp_path, database_url, own_redis, webhook_receiver, n_events=400, down_s=8, empty=False
+    )
+
+
+# -- hostile input: event rows ----------------------------------------------------------------
+
+HOSTILE_RULES = """
+rules:
+  - id: hostile-registered
+    description: templates over fields that may be anything
+    on: {{registry: identity, event_type: Registered}}
+    actions:
+      - rest:
+          url: {url}/hooks/registered
+          body: {{uri_len: "{{{{ event.token_uri | length }}}}", agent: "{{{{ event.agent_id }}}}",
+                  value: "{{{{ event.value }}}}"}}
+        retry: {{attempts: 2, backoff: 1s, max_backoff: 2s}}
+  - id: hostile-value
+    description: a comparison over a NUMERIC that may be huge, NaN or infinite
+    on: {{registry: reputation, event_type: NewFeedback}}
+    where: {{value: {{gt: 0}}}}
+    actions:
+      - rest:
+          url: {url}/hooks/value
+          body: {{value: "{{{{ event.value }}}}"}}
+        retry: {{attempts: 2, backoff: 1s, max_backoff: 2s}}
+"""
+
+MB = 1 << 20
+I64_MAX, I64_MIN, I32_MAX, I32_MIN = 2**63 - 1, -(2**63), 2**31 - 1, -(2**31)
+
+
+def _hostile_rows() -> list[dict[str, object]]:
+    """Rows an indexer could write: every column the table allows, at its extremes."""
+    block = random.randint(10**9, 10**12)
+    now = int(time.time())
+    rows: list[dict[str, object]] = [
+        {"registry": "reputation", "event_type": "NewFeedback"},  # nulls everywhere
+        {"registry": "identity", "event_type": "Registered"},
+        {"registry": "validation", "event_type": "ValidationResponse"},
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": 1,
+            "score": 5,
+            "tag1": "x" * MB,
+            "tag2": "é" * (MB // 2),
+            "client_address": "0x" + "a" * MB,
+        },
+        {"registry": "identity", "event_type": "Registered", "agent_id": 2, "token_uri": "u" * MB},
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": I64_MAX,
+            "score": I32_MAX,
+            "value": "1" + "0" * 1000,
+            "value_decimals": I32_MAX,
+            "feedback_index": I64_MIN,
+            "block_number": -1,
+            "timestamp": I64_MAX,
+        },
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": I64_MIN,
+            "score": I32_MIN,
+            "value": "NaN",
+            "timestamp": 0,
+        },
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": 3,
+            "value": "-Infinity",
+            "timestamp": I64_MIN,
+        },
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": 4,
+            "value": "Infinity",
+            "value_decimals": I32_MIN,
+        },
+        {
+            "registry": "identity",
+            "event_type": "Registered",
+            "agent_id": 5,
+            "value": "NaN",
+            "token_uri": "\x01\x7f\u202e\U0001f600",
+        },
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": 6,
+            "value": "0." + "0" * 999 + "1",
+        },
+        {"registry": "nonsense", "event_type": "Weird", "agent_id": 7},
+        {"registry": "r" * 2000, "event_type": ""},  # the (registry, event_type) index caps it,
+        {"registry": "identity", "event_type": "\u0001" * 1000},
+    ]
+    for i, row in enumerate(rows):
+        row.setdefault("timestamp", now)
+        row.setdefault("block_number", block)
+        row.update(
+            id=f"{CHAIN_ID}-{block}-{i}",
+            chain_id=CHAIN_ID,
+            log_index=i,
+            block_hash="0xb",
+            transaction_hash="0xt",
+        )
+    return rows
+
+
+def _insert_row(dsn: str, row: dict[str, object]) -> None:
+    from psycopg import sql as pgsql
+
+    columns = list(row)
+    statement = pgsql.SQL("INSERT INTO events ({}) VALUES ({})").format(
+        pgsql.SQL(", ").join(pgsql.Identifier(c) for c in columns),
+        pgsql.SQL(", ").join(pgsql.Placeholder() for _ in columns),
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement, [row[c] for c in columns])
+
+
+def test_hostile_event_rows_neither_crash_nor_stall(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    sc = Scenario(
+        tmp_path,
+        database_url,
+        redis_url,
+        webhook_receiver,
+        attempts=2,
+        extra_rules=HOSTILE_RULES.format(url=webhook_receiver.url),
+    )
+    engine = sc.start("run")
+    sc.start("worker")
+    rows = _hostile_rows()
+    refused = 0
+    try:
+        sc.wait_rules_loaded()
+        # Text PostgreSQL cannot store never reaches the engine: the driver refuses it.
+        for bad in ("\udc80 lone surrogate", "nul \x00 byte"):
+            with pytest.raises((UnicodeEncodeError, psycopg.DataError)):
+                _insert_row(database_url, {**rows[0], "id": "bad", "tag1": bad})
+            refused += 1
+        for row in rows:
+            _insert_row(database_url, row)
+        normal = plan_events(3)
+        Inserter(database_url, normal).run()
+        total = len(rows) + len(normal)
+        wait_until(
+            lambda: cursor_events(database_url) == total,
+            timeout=30,
+            what=f"all {total} events evaluated (no stall)",
+        )
+        # The normal events after the hostile ones fire and are delivered.
+        for event in normal:
+            wait_until(
+                lambda e=event: (
+                    query_value(
+                        database_url,
+                        "SELECT status FROM action_results WHERE event_id = $1"
+                        " AND trigger_id = 'count-per-agent'",
+                        e["id"],
+                    )
+                    == "success"
+                ),
+                timeout=30,
+                what=f"the firing of {event['id']}",
+            )
+        wait_until(
+            lambda: (
+                not query_value(
+                    database_url,
+                    "SELECT count(*) FROM action_results"
+                    " WHERE status IN ('queued', 'running', 'retrying')",
+                )
+            ),
+            timeout=30,
+            what="every action to end",
+        )
+        time.sleep(1.5)  # a stalled or crash-looping engine would show it now
+        log = engine.output()
+        assert engine.alive()
+        assert cursor_events(database_url) == total
+    finally:
+        sc.stop_all()
+    statuses = Counter(r[0] for r in query_all(database_url, "SELECT status FROM action_results"))
+    feedback = sum(1 for r in rows if r["event_type"] == "NewFeedback") + len(normal)
+    counted = query_value(
+        database_url,
+        "SELECT count(*) FROM action_results WHERE trigger_id = 'count-per-agent'",
+    )
+    assert counted == feedback  # every NewFeedback counted, whatever its fields
+    assert "database error; retrying" not in log
+    assert "Traceback" not in log
+    failures = re.findall(r"event could not be evaluated\s+event_id=(\S+)", log)
+    assert all(n == 1 for n in Counter(failures).values()), Counter(failures)
+    print(
+        f"\n[faults] hostile rows: events={total} (hostile {len(rows)}, refused by the "
+        f"driver {refused}) actions={dict(statuses)} evaluation_failures_logged="
+        f"{len(failures)} (each once)"
     )
