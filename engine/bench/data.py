@@ -102,7 +102,7 @@ class EventGenerator:
         self.log_index += 1
         registry, event_type = rng.choices(self._kinds, self._weights)[0]
         chain = CHAINS[0] if rng.random() < 0.7 else rng.choice(CHAINS)
-        agent = int(rng.paretovariate(1.2)) % self.agents + 1
+        agent = int(self.agents ** rng.random())  # log-uniform: a long tail of agents
         event: dict[str, Any] = dict.fromkeys(COLUMNS)
         self.count += 1
         event.update(
@@ -188,7 +188,7 @@ def rule_set_yaml(n: int, url: str, *, agents: int = 5000, seed: int = 1) -> str
         elif kind == 6:
             head += (
                 "    on: {registry: validation, event_type: ValidationResponse}\n"
-                f"    where: {{validator_address: '{address(100_000 + rng.randrange(50))}',"
+                f"    where: {{validator_address: '{address(100_000 + rng.randrange(2000))}',"
                 " response: {lt: 50}}\n"
             )
         elif kind == 7:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TextIO
 
 import psycopg
+import redis
+from rq import Queue
 
 from engine.bench import evaluation, live, memory, throughput
 from engine.bench.data import EventGenerator, live_rule_yaml, rule_set_yaml, shared_key_yaml
@@ -19,10 +21,12 @@ from engine.bench.processes import (
     rss_kib,
     spawned,
     wait_engine_ready,
+    wait_for,
     write_config,
 )
 from engine.bench.report import Figure, median, percentile, print_figure, print_section
 from engine.bench.stack import bench_stack, reset_database
+from engine.config import WorkerTunables
 from sql import query
 
 
@@ -260,11 +264,11 @@ def _live(
         print_section("3. end-to-end: INSERT commit -> webhook received, 100 firings/s", out)
         with psycopg.connect(dsn, autocommit=True) as conn:  # what the live runs left queued
             conn.execute("UPDATE action_results SET status = 'success' WHERE status = 'queued'")
-        import redis
-
-        redis.Redis.from_url(redis_url).flushdb()
+        connection = redis.Redis.from_url(redis_url)
+        connection.flushdb()
         with spawned([engine_command(config, "worker")] * opts.workers, work):
-            time.sleep(1.0 if opts.quick else 2.0)  # workers up
+            queue = Queue(WorkerTunables().queue, connection=connection)
+            wait_for(lambda: throughput.workers_up(connection, queue, opts.workers), "workers")
             run = asyncio.run(
                 live.measure_live(dsn, work, rate=100, seconds=opts.live_s * 2, receiver=receiver)
             )

@@ -28,7 +28,7 @@ from rules import RuleIndex
 NOOP_QUEUE = "bench-noop"
 
 
-def _workers_up(connection: redis.Redis, queue: Queue, count: int) -> bool:
+def workers_up(connection: redis.Redis, queue: Queue, count: int) -> bool:
     return len(Worker.all(connection=connection, queue=queue)) >= count
 
 
@@ -40,7 +40,7 @@ def noop_rate(redis_url: str, workers: int, jobs: int, logdir: Path) -> float:
     queue = Queue(NOOP_QUEUE, connection=connection)
     command = [sys.executable, "-m", "engine.bench.noop", redis_url, NOOP_QUEUE]
     with spawned([command] * workers, logdir):
-        wait_for(lambda: _workers_up(connection, queue, workers), "no-op workers")
+        wait_for(lambda: workers_up(connection, queue, workers), "no-op workers")
         prepared = [Queue.prepare_data(noop, result_ttl=600) for _ in range(jobs)]
         registry = FinishedJobRegistry(queue=queue)
         started = time.perf_counter()
@@ -80,7 +80,7 @@ def engine_rate(
     dispatcher = Dispatcher(redis_url, tunables)
     pending = "SELECT count(*) FROM action_results WHERE status IN ('queued', 'running')"
     with spawned([engine_command(config, "worker")] * workers, logdir):
-        wait_for(lambda: _workers_up(connection, queue, workers), "engine workers")
+        wait_for(lambda: workers_up(connection, queue, workers), "engine workers")
         started = time.perf_counter()
         dispatcher.enqueue(ids)
         wait_for(lambda: scalar(dsn, pending) == 0, "actions delivered", interval_s=0.01)
