@@ -96,7 +96,14 @@ class AuditLog:
         retry_in_s: float | None = None,
     ) -> bool:
         """Record the attempt; False when the row was taken over meanwhile."""
-        payload = None if response_data is None else json.dumps(response_data, default=str)
+        # PostgreSQL text and jsonb cannot hold NUL: a response body (or an error quoting
+        # one) with a \0 made this UPDATE fail, leaving the row 'running' until its lease
+        # expired and the action was sent again, forever.  Store U+FFFD in its place.
+        payload = (
+            None if response_data is None else json.dumps(_without_nul(response_data), default=str)
+        )
+        if error is not None:
+            error = error.replace("\x00", "\ufffd")
         row = self._run(
             "finish_action",
             claimed.id,
@@ -118,3 +125,14 @@ class AuditLog:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys included) replaced."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
