@@ -32,6 +32,7 @@ from engine.localstack import PostgresServer, RedisServer, free_port
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
     CHAIN_ID,
+    HostileServer,
     Inserter,
     Scenario,
     cursor_events,
@@ -742,4 +743,228 @@ def test_hostile_event_rows_neither_crash_nor_stall(
         f"\n[faults] hostile rows: events={total} (hostile {len(rows)}, refused by the "
         f"driver {refused}) actions={dict(statuses)} evaluation_failures_logged="
         f"{len(failures)} (each once)"
+    )
+
+
+# -- hostile input: templates that try to escape the sandbox ---------------------------------
+
+_ESCAPES = {
+    "t-mro": "{{ ''.__class__.__mro__ }}",
+    "t-globals": "{{ cycler.__init__.__globals__ }}",
+    "t-range": "{% for i in range(10**9) %}x{% endfor %}",
+    "t-nested": (
+        "{% for i in range(event.agent_id) %}{% for j in range(event.agent_id) %}"
+        "{% for k in range(event.agent_id) %}x{% endfor %}{% endfor %}{% endfor %}"
+    ),
+    "t-spin": (  # no output at all: only the render's time budget stops it
+        "{% for i in range(event.agent_id) %}{% for j in range(event.agent_id) %}"
+        "{% for k in range(event.agent_id) %}{% endfor %}{% endfor %}{% endfor %}"
+    ),
+    "t-attr": "{{ event | attr('__class__') }}",
+    # (``10 ** 10 ** 10`` is no escape: the sandbox bounds it and it renders 10**100.)
+    "t-repeat": "{{ 'x' * 10 ** 9 }}",
+}
+
+
+def _escape_rules(url: str) -> str:
+    out = ["rules:"]
+    for rule_id, template in {**_ESCAPES, "t-good": "{{ event.agent_id }}"}.items():
+        body = json.dumps({"a": template})
+        out += [
+            f"  - id: {rule_id}",
+            "    on: {registry: identity, event_type: Registered}",
+            "    actions:",
+            f"      - rest: {{url: '{url}/hooks/{rule_id}', body: {body}}}",
+            "        retry: {attempts: 3, backoff: 1s, max_backoff: 2s}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def test_sandbox_escapes_fail_that_action_only(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    rules = _escape_rules(webhook_receiver.url)
+    sc = Scenario(tmp_path, database_url, redis_url, webhook_receiver, extra_rules=rules)
+    checked = run_engine(sc.config, "check", timeout=30)
+    sc.start("run")
+    sc.start("worker")
+    try:
+        sc.wait_rules_loaded()
+        started = time.monotonic()
+        _insert_row(
+            database_url,
+            {
+                "id": f"{CHAIN_ID}-1-0",
+                "chain_id": CHAIN_ID,
+                "block_number": 1,
+                "block_hash": "0xb",
+                "transaction_hash": "0xt",
+                "log_index": 0,
+                "registry": "identity",
+                "event_type": "Registered",
+                "agent_id": 100_000,
+                "timestamp": int(time.time()),
+            },
+        )
+        wait_until(
+            lambda: (
+                query_value(
+                    database_url,
+                    "SELECT count(*) FROM action_results WHERE status IN ('success', 'failed')",
+                )
+                == len(_ESCAPES) + 1
+            ),
+            timeout=60,
+            what="every action to end",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        sc.stop_all()
+    rows = {
+        r[0]: r[1:]
+        for r in query_all(
+            database_url, "SELECT trigger_id, status, attempts, error_message FROM action_results"
+        )
+    }
+    assert rows.pop("t-good")[0] == "success"
+    for rule_id, (status, attempts, error) in rows.items():
+        assert (status, attempts) == ("failed", 1), (rule_id, status, attempts, error)
+        assert error and len(error) < 2100, (rule_id, error)
+    delivered = {r.path for r in webhook_receiver.requests}
+    assert delivered == {"/hooks/t-good"}  # nothing rendered by an escape was ever sent
+    print(
+        f"\n[faults] sandbox escapes: {len(rows)} actions failed permanently after 1 attempt, "
+        f"1 good action delivered, all ended in {elapsed:.1f}s; engine check exit "
+        f"{checked.returncode}"
+    )
+    for rule_id, (_, _, error) in sorted(rows.items()):
+        print(f"    {rule_id}: {error[:150]}")
+
+
+# -- hostile input: webhook endpoints ---------------------------------------------------------
+
+
+def _endpoint_rules(base: str, paths: dict[str, tuple[str, str]]) -> str:
+    out = ["rules:"]
+    for rule_id, (path, timeout) in paths.items():
+        out += [
+            f"  - id: {rule_id}",
+            "    on: {registry: identity, event_type: Registered}",
+            "    actions:",
+            f"      - rest: {{url: '{base}{path}', timeout: {timeout}, body: {{a: 1}}}}",
+            "        retry: {attempts: 1}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _registered(dsn: str) -> None:
+    _insert_row(
+        dsn,
+        {
+            "id": f"{CHAIN_ID}-2-0",
+            "chain_id": CHAIN_ID,
+            "block_number": 2,
+            "block_hash": "0xb",
+            "transaction_hash": "0xt",
+            "log_index": 0,
+            "registry": "identity",
+            "event_type": "Registered",
+            "agent_id": 1,
+            "timestamp": int(time.time()),
+        },
+    )
+
+
+def _ended(dsn: str, n: int) -> dict[str, tuple[object, ...]]:
+    wait_until(
+        lambda: (
+            query_value(
+                dsn, "SELECT count(*) FROM action_results WHERE status IN ('success', 'failed')"
+            )
+            == n
+        ),
+        timeout=60,
+        what=f"{n} actions to end",
+    )
+    return {
+        r[0]: r[1:]
+        for r in query_all(
+            dsn,
+            "SELECT trigger_id, status, duration_ms, error_message, response_data"
+            " FROM action_results",
+        )
+    }
+
+
+def test_hostile_endpoints_are_bounded(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    with HostileServer() as server:
+        paths = {"trickle": ("/trickle", "2s"), "huge": ("/huge", "10s"), "loop": ("/loop", "5s")}
+        rules = _endpoint_rules(server.url, paths)
+        sc = Scenario(tmp_path, database_url, redis_url, webhook_receiver, extra_rules=rules)
+        sc.start("run")
+        sc.start("worker")
+        try:
+            sc.wait_rules_loaded()
+            _registered(database_url)
+            rows = _ended(database_url, 3)
+        finally:
+            sc.stop_all()
+        sent_huge = server.sent["/huge"]
+        hits = dict(server.hits)
+    status, ms, error, _ = rows["trickle"]
+    assert status == "failed" and "timed out" in error and ms < 4000, rows["trickle"]
+    status, ms, error, data = rows["huge"]
+    assert status == "success" and data["body_truncated"] is True and ms < 10000, (status, ms)
+    assert sent_huge < 256 * MB  # the worker stopped reading at its limit, not at 1 GB
+    status, ms, error, _ = rows["loop"]
+    assert status == "failed" and "too many redirects" in error, rows["loop"]
+    assert hits["/loop"] == 6  # the request and five redirects, no more
+    print(
+        f"\n[faults] hostile endpoints: trickle failed after {rows['trickle'][1]} ms "
+        f"({rows['trickle'][2]}); 1 GB body: kept {len(data['body'])} bytes, "
+        f"server wrote {sent_huge // MB} MB before the worker hung up, "
+        f"{rows['huge'][1]} ms; redirect loop: {hits['/loop']} requests then "
+        f"'{rows['loop'][2]}'"
+    )
+
+
+def test_guard_on_refuses_private_targets_and_redirects(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    # With the guard ON, 127.0.0.1 is itself private: the refusal happens before any
+    # connection, so the server must see nothing at all, whichever way it was reached.
+    with HostileServer() as server:
+        rules = _endpoint_rules(
+            server.url,
+            {"to-private-redirect": ("/private", "5s"), "direct-loopback": ("/loop", "5s")},
+        )
+        rules += _endpoint_rules(
+            "http://169.254.169.254", {"metadata": ("/latest/meta-data/", "5s")}
+        ).removeprefix("rules:\n")
+        sc = Scenario(
+            tmp_path,
+            database_url,
+            redis_url,
+            webhook_receiver,
+            extra_rules=rules,
+            extra={"network": {"allow_private": False}},
+        )
+        sc.start("run")
+        sc.start("worker")
+        try:
+            sc.wait_rules_loaded()
+            _registered(database_url)
+            rows = _ended(database_url, 3)
+        finally:
+            sc.stop_all()
+        hits = sum(server.hits.values())
+    for rule_id in ("to-private-redirect", "direct-loopback", "metadata"):
+        status, _, error, _ = rows[rule_id]
+        assert status == "failed" and "refused" in error, (rule_id, rows[rule_id])
+    assert hits == 0
+    print(
+        "\n[faults] guard on: 3 private targets refused before connecting, "
+        f"server hits={hits}: " + "; ".join(f"{k}: {v[2]}" for k, v in sorted(rows.items()))
     )
