@@ -39,7 +39,7 @@ from tests.faults_support import (
     plan_events,
     verify,
 )
-from tests.processes import query_all, query_value, run_engine, wait_until
+from tests.processes import query_all, query_value, run_engine, wait_until, write_config
 
 # -- 1. kill -9 of `engine run` ------------------------------------------------------------
 
@@ -968,3 +968,80 @@ def test_guard_on_refuses_private_targets_and_redirects(
         "\n[faults] guard on: 3 private targets refused before connecting, "
         f"server hits={hits}: " + "; ".join(f"{k}: {v[2]}" for k, v in sorted(rows.items()))
     )
+
+
+# -- hostile input: rule files --------------------------------------------------------------
+
+
+def _rule_head(rule_id: str) -> str:
+    return (
+        f"rules:\n  - id: {rule_id}\n"
+        "    on: {registry: reputation, event_type: NewFeedback}\n"
+        "    actions: [{rest: {url: 'http://127.0.0.1:1/x', body: {a: 1}}}]\n"
+    )
+
+
+def _huge_file() -> str:
+    rules = ["rules:"]
+    i = size = 0
+    while size < 10 * MB:
+        rules.append(
+            f"  - id: r{i}\n    on: {{registry: reputation, event_type: NewFeedback}}\n"
+            f"    where: {{score: {{lt: {i % 100}}}}}\n"
+            "    actions: [{rest: {url: 'http://127.0.0.1:1/x', body: {a: 1}}}]"
+        )
+        size += len(rules[-1])
+        i += 1
+    return "\n".join(rules) + "\n"
+
+
+def _many_conditions() -> str:
+    items = ", ".join(f"{{score: {{eq: {i}}}}}" for i in range(10_000))
+    return _rule_head("many") + f"    where: {{any: [{items}]}}\n"
+
+
+def _deep(kind: str) -> str:
+    # 1,000 levels, alternating not / all / any, in flow style on one line.
+    node = "{score: {lt: 5}}"
+    for level in range(1000):
+        op = ("not", "all", "any")[level % 3] if kind == "mixed" else kind
+        node = f"{{{op}: {node}}}" if op == "not" else f"{{{op}: [{node}]}}"
+    return _rule_head("deep") + f"    where: {node}\n"
+
+
+def _deep_block() -> str:
+    # 1,000 levels of block-style `not:` mappings, one per line.
+    lines = [f"{'  ' * (level + 2)}not:" for level in range(1000)]
+    lines.append(f"{'  ' * 1002}score: {{lt: 5}}")
+    return _rule_head("deep") + "    where:\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "expect"),
+    [
+        ("10 MB file", _huge_file, "larger than"),
+        ("10,000 conditions", _many_conditions, "matchers"),
+        ("1,000-deep not", lambda: _deep("not"), "depth"),
+        ("1,000-deep any/all/not", lambda: _deep("mixed"), "depth"),
+        ("1,000-deep not, block style", _deep_block, "depth"),
+    ],
+)
+def test_monster_rule_files_get_a_clear_error_quickly(
+    tmp_path: Path, database_url: str, redis_url: str, case: str, make: object, expect: str
+) -> None:
+    assert callable(make)
+    rules = tmp_path / "monster.yaml"
+    rules.write_text(make(), encoding="utf-8")
+    config = write_config(
+        tmp_path, database_url=database_url, redis_url=redis_url, rules=[str(rules)]
+    )
+    started = time.monotonic()
+    done = run_engine(config, "check", timeout=60)
+    elapsed = time.monotonic() - started
+    size = rules.stat().st_size
+    assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    assert "monster.yaml" in done.stderr and expect in done.stderr, done.stderr[-2000:]
+    assert elapsed < 30
+    first = done.stderr.strip().splitlines()[0]
+    print(f"\n[faults] rule file, {case} ({size // 1024} KiB): exit 1 in {elapsed:.1f}s: {first}")
