@@ -15,11 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from engine.events import event_from_row, to_json
+from engine.events import INTERNAL, plain, to_json
 from rules.errors import EngineError
 from sql import query
 
@@ -52,9 +53,13 @@ class _PendingActions:
     """Column arrays for one multi-row insert into action_results."""
 
     columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(10)))
+    specs: dict[int, str] = field(default_factory=dict)  # id(action) -> its JSON, per batch
 
     def add(self, rule: Any, action: Any, event_id: Any, context_json: str) -> None:
         retry = action.retry
+        spec = self.specs.get(id(action))
+        if spec is None:
+            spec = self.specs[id(action)] = to_json(action.raw)
         values = (
             rule.id,
             None if event_id is None else str(event_id),
@@ -64,7 +69,7 @@ class _PendingActions:
             retry.attempts,
             retry.backoff_s,
             retry.max_backoff_s,
-            to_json(action.raw),
+            spec,
             context_json,
         )
         for column, value in zip(self.columns, values, strict=True):
@@ -72,6 +77,33 @@ class _PendingActions:
 
     def __len__(self) -> int:
         return len(self.columns[0])
+
+
+def _events_of(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """``event_from_row`` for a batch, deciding per column (not per value) what to convert.
+
+    A column's values all have the column's type, so the first non-NULL value says
+    whether the column holds Decimals or datetimes; the others (most of the 31) are
+    copied as they are.  A quarter of the evaluator's time went to checking every value.
+    """
+    if not rows:
+        return []
+    names = list(rows[0].keys())
+    keep = [i for i, name in enumerate(names) if name not in INTERNAL]
+    keys = [names[i] for i in keep]
+    first = len(names) - len(keep)
+    if keep == list(range(first, len(names))):  # the cursor columns come first
+        events = [dict(zip(keys, tuple(row)[first:], strict=True)) for row in rows]
+    else:
+        events = [dict(zip(keys, [row[i] for i in keep], strict=True)) for row in rows]
+    for key in keys:
+        sample = next((e[key] for e in events if e[key] is not None), None)
+        if isinstance(sample, Decimal | dt.datetime):
+            for event in events:
+                value = event[key]
+                if value is not None:
+                    event[key] = plain(value)
+    return events
 
 
 class Evaluator:
@@ -126,7 +158,7 @@ class Evaluator:
     async def _evaluate(
         self, conn: asyncpg.Connection, rows: list[asyncpg.Record], index: Any, result: BatchResult
     ) -> None:
-        events = [event_from_row(row) for row in rows]
+        events = _events_of(rows)
         result.events = len(events)
         last_ts = events[-1].get("timestamp")
         result.last_event_timestamp = last_ts if isinstance(last_ts, int) else None
