@@ -195,32 +195,15 @@ def _wait_ready(http_port: int, children: list[Child]) -> bool:
 def _emit_demo_events(database_url: str, stop: threading.Event) -> None:
     """A slow, plausible stream of ERC-8004 events so the example rules have work."""
     import sql
+    from engine.demo import DemoStream
     from engine.emit import build_event, insert_event
 
-    rng = random.Random()
-    agents = [42, 7, 1337]
+    stream = DemoStream(random.Random())
     try:
         with sql.connect(database_url) as conn:
             while not stop.wait(DEMO_INTERVAL_S):
-                roll = rng.random()
-                agent_id = rng.choice(agents)
-                address = "0x" + rng.randbytes(20).hex()
-                if roll < 0.7:
-                    fields = {"agent_id": agent_id, "score": rng.randint(0, 100)}
-                    event = build_event(
-                        "reputation", "NewFeedback", fields | {"client_address": address}
-                    )
-                elif roll < 0.85:
-                    agents.append(max(agents) + 1)
-                    event = build_event(
-                        "identity", "Registered", {"agent_id": agents[-1], "owner": address}
-                    )
-                else:
-                    fields = {"agent_id": agent_id, "response": rng.randint(0, 100)}
-                    event = build_event(
-                        "validation", "ValidationResponse", fields | {"validator_address": address}
-                    )
-                insert_event(conn, event)
+                registry, event_type, fields = stream.next_event()
+                insert_event(conn, build_event(registry, event_type, fields))
     except Exception as exc:  # a demo must never take the stack down
         _say(f"demo events stopped: {exc}")
 
@@ -337,6 +320,7 @@ def _run(cleanup: contextlib.ExitStack, root: Path, config_path: Path | None, de
         cleanup.callback(thread.join, 5)
         cleanup.callback(stop_demo.set)
         thread.start()
+        _say(f"demo: an ERC-8004 event every {DEMO_INTERVAL_S:.0f}s (feedback, registrations, …)")
 
     while (dead := _dead_child(children)) is None:
         time.sleep(WATCH_INTERVAL_S)

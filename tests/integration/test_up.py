@@ -66,14 +66,15 @@ def _postmaster_pid(root: Path) -> int:
 class UpProcess:
     """``engine up`` in ``root``, its output in a file we can read while it runs."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *args: str) -> None:
         self.root = root
         self.log_path = root / "up.log"
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {k: v for k, v in os.environ.items() if k not in ("WEBHOOK_URL", "ENGINE_CONFIG")}
         env.pop("TELEGRAM_BOT_TOKEN", None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine", "up"],
+                [sys.executable, "-m", "engine", "up", *args],
                 cwd=root,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -82,7 +83,10 @@ class UpProcess:
             )
 
     def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        """What this run printed (an earlier run in the same root wrote the start)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode("utf-8", "replace")
 
     def wait_ready(self) -> None:
         def ready() -> bool:
@@ -97,9 +101,15 @@ class UpProcess:
         return self.proc.wait(STOP_TIMEOUT_S)
 
     def kill(self) -> None:
+        """After a failure: Ctrl-C first, so the servers and children it started stop too
+        (a SIGKILL would orphan them); SIGKILL only if that does not work."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 def _banner_pid(output: str, name: str) -> int:
@@ -194,3 +204,19 @@ def test_second_up_starts_again_on_the_kept_data(up_root: Path) -> None:
         assert second.interrupt() == 0
     finally:
         second.kill()
+
+
+def test_up_demo_streams_events_that_fire_example_rules(up_root: Path) -> None:
+    up = UpProcess(up_root, "--demo")
+    try:
+        up.wait_ready()
+        wait_until(
+            lambda: up.output().count("── receiver") + up.output().count("── telegram") >= 2,
+            timeout=45,
+            interval=0.5,
+            what="two deliveries of demo events",
+        )
+        assert "demo events stopped" not in up.output()
+        assert up.interrupt() == 0
+    finally:
+        up.kill()
