@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sql import query
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_PROBE_TIMEOUT_S = 2.0
+# Upper bounds (seconds) of engine_action_duration_seconds: a webhook takes tens of
+# milliseconds, an MCP call or a rate-limited Telegram split can take a minute.
+ACTION_DURATION_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_REQUEST_BYTES = 8192
 
 
@@ -35,6 +38,7 @@ class DaemonCollector(Collector):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.actions: list[Any] = []
+        self.durations: list[Any] = []
         self.pending = 0
         self.oldest_age_s = 0
         self.blocker_pid = 0
@@ -45,6 +49,14 @@ class DaemonCollector(Collector):
         if pool is None:
             return
         self.actions = list(await pool.fetch(query("metrics_actions"), timeout=5))
+        self.durations = list(
+            await pool.fetch(
+                query("metrics_action_durations"),
+                self.daemon.stats.started_at,
+                list(ACTION_DURATION_BUCKETS_S),
+                timeout=5,
+            )
+        )
         row = await pool.fetchrow(
             query("metrics_lag"), self.daemon.settings.engine.cursor_name, timeout=5
         )
@@ -102,16 +114,34 @@ class DaemonCollector(Collector):
         actions = GaugeMetricFamily(
             "engine_actions", "action_results rows by type and status", labels=["type", "status"]
         )
-        seconds = CounterMetricFamily(
-            "engine_action_duration_seconds",
-            "Total time spent executing actions, by type and status",
-            labels=["type", "status"],
-        )
         for row in self.actions:
             actions.add_metric([row["action_type"], row["status"]], row["n"])
-            seconds.add_metric([row["action_type"], row["status"]], row["duration_ms"] / 1000.0)
         yield actions
-        yield seconds
+        yield _duration_histogram(self.durations)
+
+
+def _duration_histogram(rows: list[Any]) -> HistogramMetricFamily:
+    """Cumulative buckets from per-bucket counts (bucket i: i bounds at or below)."""
+    family = HistogramMetricFamily(
+        "engine_action_duration_seconds",
+        "Duration of finished action attempts since this process started, by type and outcome",
+        labels=["type", "status"],
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    sums: dict[tuple[str, str], float] = {}
+    for row in rows:
+        key = (row["action_type"], row["status"])
+        per_bucket = counts.setdefault(key, [0] * (len(ACTION_DURATION_BUCKETS_S) + 1))
+        per_bucket[int(row["bucket"])] += int(row["n"])
+        sums[key] = sums.get(key, 0.0) + float(row["duration_ms"]) / 1000.0
+    for key, per_bucket in sorted(counts.items()):
+        cumulative, buckets = 0, []
+        for bound, n in zip(ACTION_DURATION_BUCKETS_S, per_bucket, strict=False):
+            cumulative += n
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", sum(per_bucket)))
+        family.add_metric(list(key), buckets, sum_value=sums[key])
+    return family
 
 
 class HttpServer:

@@ -336,3 +336,17 @@ REFRESH MATERIALIZED VIEW action_metrics_hourly;
 
 -- name: refresh_action_metrics_hourly_concurrently
 REFRESH MATERIALIZED VIEW CONCURRENTLY action_metrics_hourly;
+
+-- name: metrics_action_durations
+-- Finished attempts since this engine process started ($1, unix seconds), by type and
+-- outcome, counted per duration bucket ($2: the buckets' upper bounds in seconds;
+-- width_bucket gives the number of bounds at or below the duration).  Rows older than
+-- the process are left out so that retention deletes never make the histogram shrink.
+SELECT action_type, status,
+       width_bucket(duration_ms / 1000.0, $2::float8[]) AS bucket,
+       count(*) AS n, sum(duration_ms) AS duration_ms
+  FROM action_results
+ WHERE status IN ('success', 'failed')
+   AND executed_at >= to_timestamp($1)
+   AND duration_ms IS NOT NULL
+ GROUP BY 1, 2, 3;

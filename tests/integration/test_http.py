@@ -18,6 +18,7 @@ import pytest
 
 from engine.localstack import PostgresServer, free_port
 from engine.migrate import apply_migrations
+from tests.fakes.webhook import WebhookReceiver
 from tests.processes import engine_processes, insert_events, query_value, wait_until, write_config
 
 RULE = """
@@ -26,7 +27,7 @@ rules:
     on: {registry: reputation, event_type: NewFeedback}
     where: {score: {lt: 50}}
     actions:
-      - rest: {url: "http://127.0.0.1:9/never", body: {a: 1}}
+      - rest: {url: "URL", body: {a: 1}}
         retry: {attempts: 1}
 """
 
@@ -47,9 +48,11 @@ def metric(text: str, name: str, labels: str = "") -> float | None:
     return None if match is None else float(match.group(1))
 
 
-def engine_config(tmp_path: Path, database_url: str, redis_url: str, port: int) -> Path:
+def engine_config(
+    tmp_path: Path, database_url: str, redis_url: str, port: int, url: str = "http://127.0.0.1:9/"
+) -> Path:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULE, encoding="utf-8")
+    rules.write_text(RULE.replace("URL", url), encoding="utf-8")
     return write_config(
         tmp_path,
         database_url=database_url,
@@ -60,11 +63,11 @@ def engine_config(tmp_path: Path, database_url: str, redis_url: str, port: int) 
 
 
 def test_metrics_and_health_of_a_running_engine(
-    tmp_path: Path, database_url: str, redis_url: str
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    config = engine_config(tmp_path, database_url, redis_url, port)
+    config = engine_config(tmp_path, database_url, redis_url, port, webhook_receiver.url + "/m")
     with engine_processes(config, tmp_path, ["run"]) as (engine,):
         wait_until(lambda: get(f"{base}/healthz")[0] == 200, what="/healthz")
         wait_until(lambda: get(f"{base}/readyz")[0] == 200, what="/readyz")
@@ -89,7 +92,28 @@ def test_metrics_and_health_of_a_running_engine(
         assert metric(text, "engine_lag_events") == 0
         assert metric(text, "engine_listener_reconnects_total") == 0
         assert metric(text, "engine_actions", '{status="queued",type="rest"}') == 1
-        assert "# TYPE engine_action_duration_seconds_total counter" in text
+        assert "engine_action_duration_seconds_count" not in text  # nothing finished yet
+
+        with engine_processes(config, tmp_path, ["worker"]):
+            webhook_receiver.wait_for(1, timeout=20)
+            success = '{status="success",type="rest"}'
+            wait_until(
+                lambda: (
+                    metric(
+                        get(f"{base}/metrics")[1], "engine_action_duration_seconds_count", success
+                    )
+                    == 1
+                ),
+                what="the finished action in the histogram",
+            )
+        _, text = get(f"{base}/metrics")
+        assert "# TYPE engine_action_duration_seconds histogram" in text
+        assert metric(text, "engine_actions", success) == 1
+        inf = '{le="+Inf",status="success",type="rest"}'
+        assert metric(text, "engine_action_duration_seconds_bucket", inf) == 1
+        slowest = '{le="60.0",status="success",type="rest"}'
+        assert metric(text, "engine_action_duration_seconds_bucket", slowest) == 1
+        assert (metric(text, "engine_action_duration_seconds_sum", success) or 0) < 60
 
         assert get(f"{base}/nowhere")[0] == 404
         assert engine.alive()
