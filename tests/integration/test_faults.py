@@ -729,6 +729,22 @@ def test_hostile_event_rows_neither_crash_nor_stall(
     finally:
         sc.stop_all()
     statuses = Counter(r[0] for r in query_all(database_url, "SELECT status FROM action_results"))
+    per_rule = Counter(
+        r[0] for r in query_all(database_url, "SELECT trigger_id FROM action_results")
+    )
+    # hostile-value (value > 0) fires for 10**1000 only: NUMERIC reaches rules as a JSON
+    # number, so Infinity/NaN are no number and 1e-1000 becomes 0.0.
+    assert per_rule == {
+        "count-per-agent": 10,  # 7 hostile NewFeedback + 3 normal
+        "low-score": 3,  # score 5, score -2**31, and the normal score 0
+        "hostile-registered": 3,
+        "hostile-value": 1,
+    }, per_rule
+    [(failed_rule, failed_error)] = query_all(
+        database_url,
+        "SELECT trigger_id, error_message FROM action_results WHERE status = 'failed'",
+    )
+    assert failed_rule == "hostile-registered" and "NoneType" in failed_error  # null | length
     feedback = sum(1 for r in rows if r["event_type"] == "NewFeedback") + len(normal)
     counted = query_value(
         database_url,
@@ -741,7 +757,8 @@ def test_hostile_event_rows_neither_crash_nor_stall(
     assert all(n == 1 for n in Counter(failures).values()), Counter(failures)
     print(
         f"\n[faults] hostile rows: events={total} (hostile {len(rows)}, refused by the "
-        f"driver {refused}) actions={dict(statuses)} evaluation_failures_logged="
+        f"driver {refused}) actions={dict(statuses)} per rule={dict(per_rule)} "
+        f"evaluation_failures_logged="
         f"{len(failures)} (each once)"
     )
 
