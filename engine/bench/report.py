@@ -57,6 +57,8 @@ def print_figure(figure: Figure, out: TextIO = sys.stdout) -> None:
         f" | baseline {figure.baseline_label}: {_fmt(figure.baseline, figure.unit)}"
         f" | ratio {figure.ratio:.2f}"
     )
+    if figure.unit == "ms":  # a ratio to a near-zero baseline says little: the excess too
+        line += f" | excess {figure.value - figure.baseline:+.2f} ms"
     if figure.note:
         line += f" ({figure.note})"
     print(line, file=out, flush=True)
