@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,13 +171,22 @@ def _rest(url: str, body: str) -> str:
 """
 
 
-def rule_set_yaml(n: int, url: str, *, agents: int = 5000, seed: int = 1) -> str:
+#: Rules per generated file: the loader refuses files over 4 MB.
+RULES_PER_FILE = 5000
+
+
+def chunked(make: Callable[[int, str, int], str], n: int, url: str) -> list[str]:
+    """``n`` rules as several rule files' texts (ids stay unique across them)."""
+    return [make(min(RULES_PER_FILE, n - s), url, s) for s in range(0, n, RULES_PER_FILE)]
+
+
+def rule_set_yaml(n: int, url: str, start: int = 0, *, agents: int = 5000) -> str:
     """``n`` rules: 60% per-agent where rules, 10% where-only on validators,
     10% per-agent EMA, 10% per-agent counts, 10% identity changes per agent."""
-    rng = random.Random(seed)
+    rng = random.Random(start)
     body = '{rule: "{{ rule.id }}", event: "{{ event.id }}"}'
     parts = ["rules:\n"]
-    for i in range(n):
+    for i in range(start, start + n):
         kind = i % 10
         agent = rng.randrange(1, agents + 1)
         head = f"  - id: r{i}\n"
@@ -215,11 +225,11 @@ def rule_set_yaml(n: int, url: str, *, agents: int = 5000, seed: int = 1) -> str
     return "".join(parts)
 
 
-def shared_key_yaml(n: int, url: str) -> str:
+def shared_key_yaml(n: int, url: str, start: int = 0) -> str:
     """``n`` rules on one (chain, registry, event_type), each for one agent_id."""
     body = '{rule: "{{ rule.id }}", event: "{{ event.id }}"}'
     parts = ["rules:\n"]
-    for i in range(n):
+    for i in range(start, start + n):
         parts.append(
             f"  - id: s{i}\n"
             "    on: {chain_id: 8453, registry: reputation, event_type: NewFeedback}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.bench.data import EventGenerator, live_rule_yaml, rule_set_yaml
+from engine.bench.data import EventGenerator, chunked, live_rule_yaml, rule_set_yaml
 from engine.bench.evaluation import insert_backlog
 from engine.bench.inserter import LIVE
 from engine.bench.processes import (
@@ -26,9 +26,7 @@ def engine_rss_mib(
     """(RSS, peak RSS) in MiB after catching up on ``groups`` events with distinct agents;
     and the number of state groups written."""
     reset_database(dsn)
-    text = live_rule_yaml(url, stateful_groups=True)
-    if rules > 1:
-        text += rule_set_yaml(rules - 1, url).removeprefix("rules:\n")
+    text = [live_rule_yaml(url, stateful_groups=True), *chunked(rule_set_yaml, rules - 1, url)]
     config = write_config(
         workdir, database_url=dsn, redis_url=redis_url, rules_text=text, name="memory"
     )

@@ -25,12 +25,15 @@ def write_config(
     *,
     database_url: str,
     redis_url: str,
-    rules_text: str,
+    rules_text: str | list[str],
     poll_interval_s: float = 1.0,
     name: str = "bench",
 ) -> Path:
-    rules = directory / f"{name}-rules.yaml"
-    rules.write_text(rules_text, encoding="utf-8")
+    rules = directory / f"{name}-rules"
+    rules.mkdir(exist_ok=True)
+    texts = [rules_text] if isinstance(rules_text, str) else rules_text
+    for i, text in enumerate(texts):
+        (rules / f"rules-{i}.yaml").write_text(text, encoding="utf-8")
     doc = {
         "database_url": database_url,
         "redis_url": redis_url,

@@ -15,7 +15,13 @@ import redis
 from rq import Queue
 
 from engine.bench import evaluation, live, memory, throughput
-from engine.bench.data import EventGenerator, live_rule_yaml, rule_set_yaml, shared_key_yaml
+from engine.bench.data import (
+    EventGenerator,
+    chunked,
+    live_rule_yaml,
+    rule_set_yaml,
+    shared_key_yaml,
+)
 from engine.bench.processes import (
     Receiver,
     engine_command,
@@ -82,11 +88,11 @@ def _eval_figure(
     redis_url: str,
     key: str,
     label: str,
-    text: str,
+    texts: list[str],
     rows: int,
     out: TextIO,
 ) -> None:
-    index, load_s = evaluation.load_index(text)
+    index, load_s = evaluation.load_index(texts)
     engine_rates, read_rates, fired = [], [], 0
     for _ in range(opts.runs):
         read_rates.append(asyncio.run(evaluation.read_rate(stack_dsn, BATCH)))
@@ -164,7 +170,7 @@ def _evaluation(opts: BenchOptions, dsn: str, redis_url: str, url: str, out: Tex
             redis_url,
             f"1-eval-{n}",
             f"evaluation, {n:,} rules",
-            rule_set_yaml(n, url),
+            chunked(rule_set_yaml, n, url),
             opts.backlog,
             out,
         )
@@ -189,7 +195,7 @@ def _evaluation(opts: BenchOptions, dsn: str, redis_url: str, url: str, out: Tex
         "6-shared-key",
         f"evaluation, {opts.shared_rules:,} rules sharing "
         "(8453, reputation, NewFeedback) on agent_id",
-        shared_key_yaml(opts.shared_rules, url),
+        chunked(shared_key_yaml, opts.shared_rules, url),
         opts.backlog,
         out,
     )
@@ -343,7 +349,7 @@ def _actions(
     config = write_config(
         work, database_url=dsn, redis_url=redis_url, rules_text=live_rule_yaml(url), name="act"
     )
-    index, _ = evaluation.load_index(live_rule_yaml(url))
+    index, _ = evaluation.load_index([live_rule_yaml(url)])
     engine_rates, noop_rates = [], []
     for _ in range(1 if opts.quick else 3):
         noop_rates.append(throughput.noop_rate(redis_url, opts.workers, opts.action_jobs, work))
