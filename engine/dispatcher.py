@@ -20,7 +20,12 @@ from engine.config import WorkerTunables
 log = logging.getLogger(__name__)
 
 # RQ job states in which the job will still run: the sweep leaves those alone.
-_PENDING_JOB_STATES = {b"queued", b"started", b"deferred", b"scheduled"}
+# Not "started": the sweep only asks about rows nobody has claimed (queued/retrying),
+# and a started job claims its row first thing.  A job left "started" with its row
+# unclaimed lost its worker (or Redis) between dequeue and claim, and RQ would keep it
+# "started" until its registry cleanup, minutes later: the row would wait that long.
+# Enqueuing again is harmless: of two jobs for one row, one claims it, the other skips.
+_PENDING_JOB_STATES = {b"queued", b"deferred", b"scheduled"}
 
 
 def job_id(action_id: int) -> str:

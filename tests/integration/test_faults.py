@@ -32,6 +32,7 @@ from engine.localstack import PostgresServer, RedisServer, free_port
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
     CHAIN_ID,
+    Expected,
     HostileServer,
     Inserter,
     Scenario,
@@ -206,7 +207,6 @@ def test_receiver_failing_forever_dead_letters_then_replays(
         inserter = Inserter(database_url, events)
         inserter.start()
         inserted = inserter.join_checked()
-        from tests.faults_support import Expected
 
         firings = Expected.of(inserted).firings
         outcome = verify(
@@ -1062,3 +1062,41 @@ def test_monster_rule_files_get_a_clear_error_quickly(
     assert elapsed < 30
     first = done.stderr.strip().splitlines()[0]
     print(f"\n[faults] rule file, {case} ({size // 1024} KiB): exit 1 in {elapsed:.1f}s: {first}")
+
+
+def test_job_left_started_by_a_lost_worker_is_dispatched_again(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    """Scenario 4's race made deterministic: a worker dequeued jobs (RQ marks them
+    'started') and lost Redis or died before claiming their rows.  The rows are still
+    'queued'; the sweep must not trust RQ's 'started' for them."""
+    import redis as redis_lib
+
+    sc = Scenario(tmp_path, database_url, redis_url, webhook_receiver)
+    events = plan_events(3)
+    sc.start("run")
+    try:
+        sc.wait_rules_loaded()
+        Inserter(database_url, events).run()
+        n = len(Expected.of(events).firings)
+        ids = wait_until(
+            lambda: (
+                [r[0] for r in query_all(database_url, "SELECT id FROM action_results")]
+                if query_value(database_url, "SELECT count(*) FROM action_results") == n
+                else None
+            ),
+            what="the queued rows",
+        )
+        client = redis_lib.Redis.from_url(redis_url)
+        wait_until(lambda: client.llen("rq:queue:engine-actions") == n, what="the jobs")
+        for action_id in ids:  # dequeued by a worker that then vanished
+            client.lrem("rq:queue:engine-actions", 0, f"action-{action_id}")
+            client.hset(f"rq:job:action-{action_id}", "status", "started")
+        client.close()
+        sc.start("worker")
+        outcome = verify(
+            "4c job left 'started'", database_url, webhook_receiver, events, timeout=20
+        )
+    finally:
+        sc.stop_all()
+    outcome.report()
