@@ -283,13 +283,15 @@ SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
 
 -- name: retention_delete_events
 -- One batch of events older than $1 days, by insert time.  An event that some cursor
--- has not evaluated yet is never deleted (no event is skipped, even by retention).
+-- has not evaluated yet is never deleted (no event is skipped, even by retention), and
+-- nothing is deleted before any cursor exists.
 DELETE FROM events e
  USING (SELECT id, created_at FROM events
          WHERE created_at < now() - make_interval(days => $1)
          ORDER BY created_at
          LIMIT $2) old
  WHERE e.id = old.id AND e.created_at = old.created_at
+   AND EXISTS (SELECT 1 FROM engine_cursors)
    AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (e.txid, e.seq) > (c.txid, c.seq));
 
 -- name: retention_delete_action_results

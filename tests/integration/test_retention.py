@@ -64,6 +64,9 @@ async def test_batched_retention_spares_unevaluated_events_and_pending_actions(
 ) -> None:
     insert_events(database_url, _events(20, agent=1))  # old and evaluated: deleted
     _age_events(database_url, 1)
+    settings = RetentionSettings(action_results_days=90, events_days=365, delete_batch_size=7)
+    before_any_cursor = await apply_retention(pool, settings)
+    assert before_any_cursor.events_deleted == 0  # nothing evaluated yet: nothing goes
     _advance_cursor_past_everything(database_url)
     insert_events(database_url, _events(5, agent=2))  # old, not evaluated yet: kept
     _age_events(database_url, 2)
@@ -77,7 +80,6 @@ async def test_batched_retention_spares_unevaluated_events_and_pending_actions(
     )
 
     assert not await events_is_hypertable(pool)
-    settings = RetentionSettings(action_results_days=90, events_days=365, delete_batch_size=7)
     report = await apply_retention(pool, settings)
 
     assert report.events_deleted == 20
