@@ -102,6 +102,7 @@ class Daemon:
         self.stats = DaemonStats()
         self.maintenance = Maintenance(settings.retention)  # retention and statistics
         self.stopping = asyncio.Event()
+        self._standby_announced = False
         self.pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -206,8 +207,9 @@ class Daemon:
             await self._apply_rules(self.rulebook.load())
         elif not held and was:
             log.warning("leadership lost; waiting as a standby")
-        elif not held and not was and self.stats.batches == 0:
+        elif not held and not was and not self._standby_announced:
             log.info("standby: another engine holds the cursor")
+        self._standby_announced = not held  # say it once per standby period
         self.stats.is_leader = held
         return held
 

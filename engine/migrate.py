@@ -15,6 +15,8 @@ from sql import migrations
 
 log = logging.getLogger(__name__)
 
+EVENTS_MIGRATION = "001_schema"  # the migration that creates `events`
+
 
 @dataclass
 class MigrationReport:
@@ -30,21 +32,22 @@ def migrate(dsn: str, *, doorbell: bool = True, timescaledb: bool | None = None)
         db.run(conn, "migrations_table")
         with conn.transaction():
             db.run(conn, "migrations_lock")
-            done = {row[0] for row in db.fetch_all(conn, "applied_migrations")}
-            for migration in migrations():
-                if migration.name in done:
-                    continue
-                db.run_script(conn, migration.sql)
-                db.run(conn, "record_migration", migration.name)
-                report.applied.append(migration.name)
-                log.info("migration applied", extra={"migration": migration.name})
             if timescaledb is None:
                 row = db.fetch_one(conn, "timescaledb_available")
                 timescaledb = bool(row and row[0])
-            if timescaledb:
-                db.run(conn, "timescaledb_create")
-                db.run(conn, "timescaledb_hypertable")
             report.timescaledb = timescaledb
+            done = {row[0] for row in db.fetch_all(conn, "applied_migrations")}
+            for migration in migrations():
+                if migration.name not in done:
+                    db.run_script(conn, migration.sql)
+                    db.run(conn, "record_migration", migration.name)
+                    report.applied.append(migration.name)
+                    log.info("migration applied", extra={"migration": migration.name})
+                if timescaledb and migration.name == EVENTS_MIGRATION:
+                    # Right after `events` exists: later migrations (continuous
+                    # aggregates) need it to be a hypertable already.
+                    db.run(conn, "timescaledb_create")
+                    db.run(conn, "timescaledb_hypertable")
             db.run(conn, "doorbell_on" if doorbell else "doorbell_off")
     return report
 
