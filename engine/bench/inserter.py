@@ -40,6 +40,7 @@ async def _writer(
     start: float,
     stride: int,
     offset: int,
+    fire_every: int = 1,
 ) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -53,7 +54,10 @@ async def _writer(
                     await asyncio.sleep(due - now)
             if time.time() >= deadline:
                 return
-            rows = gen.rows(batch, **LIVE)
+            rows = [
+                gen.row(**LIVE) if (k * batch + j) % fire_every == 0 else gen.row()
+                for j in range(batch)
+            ]
             t0 = time.time()
             if batch == 1:
                 await statement.fetch(*rows[0])
@@ -74,7 +78,18 @@ async def run(args: argparse.Namespace) -> list[list[Any]]:
     gens = [EventGenerator(seed=i, prefix=f"L{tag}{i}-") for i in range(args.writers)]
     await asyncio.gather(
         *(
-            _writer(args.dsn, gens[i], args.rate, args.batch, deadline, log, start, args.writers, i)
+            _writer(
+                args.dsn,
+                gens[i],
+                args.rate,
+                args.batch,
+                deadline,
+                log,
+                start,
+                args.writers,
+                i,
+                args.fire_every,
+            )
             for i in range(args.writers)
         )
     )
@@ -89,6 +104,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--writers", type=int, default=1)
+    parser.add_argument(
+        "--fire-every", type=int, default=1, help="every Nth row fires; the others are a mix"
+    )
     args = parser.parse_args()
     log = asyncio.run(run(args))
     with open(args.out, "w", encoding="utf-8") as fh:

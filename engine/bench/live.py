@@ -66,11 +66,18 @@ class LiveRun:
 
 
 async def run_inserter(
-    dsn: str, out: Path, *, rate: float, seconds: float, batch: int = 1, writers: int = 1
+    dsn: str,
+    out: Path,
+    *,
+    rate: float,
+    seconds: float,
+    batch: int = 1,
+    writers: int = 1,
+    fire_every: int = 1,
 ) -> list[list[Any]]:
     command = [sys.executable, "-m", "engine.bench.inserter", dsn, str(out)]
     command += ["--rate", str(rate), "--seconds", str(seconds), "--batch", str(batch)]
-    command += ["--writers", str(writers)]
+    command += ["--writers", str(writers), "--fire-every", str(fire_every)]
     proc = await asyncio.create_subprocess_exec(*command, stderr=subprocess.PIPE)
     _, err = await proc.communicate()
     if proc.returncode != 0:
@@ -117,6 +124,7 @@ async def measure_live(
     batch: int = 1,
     receiver: Receiver | None = None,
     settle_s: float = 1.0,
+    fire_every: int = 1,
 ) -> LiveRun:
     probe = Probe(dsn)
     await probe.start()
@@ -124,7 +132,9 @@ async def measure_live(
         receiver.take()
     try:
         out = workdir / f"insert-{time.monotonic_ns()}.json"
-        commits = await run_inserter(dsn, out, rate=rate, seconds=seconds, batch=batch)
+        commits = await run_inserter(
+            dsn, out, rate=rate, seconds=seconds, batch=batch, fire_every=fire_every
+        )
         await asyncio.sleep(settle_s)
     finally:
         await probe.stop()
