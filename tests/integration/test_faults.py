@@ -59,7 +59,8 @@ def _kill_engine_repeatedly(
     sc.start("worker")
     engine = sc.start("run")
     sc.wait_rules_loaded()
-    inserter = Inserter(database_url, events, per_tx=2, pause_s=0.03)
+    # Slow enough that the stream spans the kills (each kill lands mid-stream).
+    inserter = Inserter(database_url, events, per_tx=2, pause_s=0.07)
     inserter.start()
     rng = random.Random()
     progress = []
