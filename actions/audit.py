@@ -65,9 +65,9 @@ class AuditLog:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def claim(self, action_id: int, lease_s: float) -> ClaimedAction | None:
+    def claim(self, action_id: int, lease_s: float, crash_attempts: int) -> ClaimedAction | None:
         """Take the row if it is queued, due, or abandoned; None means: nothing to do."""
-        row = self._run("claim_action", action_id, lease_s)
+        row = self._run("claim_action", action_id, lease_s, crash_attempts)
         if row is None:
             return None
         return ClaimedAction(

@@ -35,6 +35,7 @@ class JobSettings:
     dsn: str
     attempt_timeout_s: float  # one attempt's hard limit
     lease_s: float  # how long a claimed row stays ours (timeout + margin)
+    crash_attempts: int  # extra attempts for a row whose worker died mid-attempt
     environ: Mapping[str, str]
     batch: int = 8  # actions run at once: the RQ job's own and up to batch - 1 waiting ones
 
@@ -121,7 +122,7 @@ class JobRunner:
         return self.loop.run_until_complete(self._claim_and_attempt(action_id))
 
     async def _claim_and_attempt(self, action_id: int) -> str:
-        claimed = self.audit.claim(action_id, self.settings.lease_s)
+        claimed = self.audit.claim(action_id, self.settings.lease_s, self.settings.crash_attempts)
         if claimed is None:
             log.info("action already claimed or finished", extra={"action_id": action_id})
             return "skipped"

@@ -58,6 +58,7 @@ class WorkerTunables:
     job_timeout_s: float = 120.0  # hard limit of one attempt
     lease_margin_s: float = 30.0  # a running row is taken over this long after its timeout
     concurrency: int = 8  # jobs a worker process runs at once in its event loop
+    crash_attempts: int = 2  # extra attempts for a row whose worker died mid-attempt
 
 
 @dataclass(frozen=True)

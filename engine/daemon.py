@@ -103,6 +103,7 @@ class Daemon:
         self.maintenance = Maintenance(settings.retention)  # retention and statistics
         self.stopping = asyncio.Event()
         self._standby_announced = False
+        self._redis_outage = False
         self.pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -257,16 +258,33 @@ class Daemon:
             await asyncio.to_thread(self.dispatcher.enqueue, action_ids)
         except redis.RedisError as exc:
             self.stats.enqueue_failures += 1
+            self._redis_down(exc)
+        else:
+            self._redis_up()
+
+    def _redis_down(self, exc: Exception) -> None:
+        """Say it once per outage, not once per batch."""
+        if not self._redis_outage:
+            self._redis_outage = True
             log.warning(
-                "redis unavailable: actions stay queued for the sweep",
-                extra={"actions": len(action_ids), "error": str(exc)},
+                "redis unavailable: actions stay queued for the sweep", extra={"error": str(exc)}
             )
+
+    def _redis_up(self) -> None:
+        if self._redis_outage:
+            self._redis_outage = False
+            log.info("redis is back: dispatching again")
 
     async def sweep(self) -> int:
         """Re-enqueue rows the dispatcher lost, retries that are due and expired leases."""
         assert self.pool is not None
         tun = self.settings.engine
-        rows = await self.pool.fetch(query("due_actions"), tun.sweep_grace_s, 1000)
+        crash_attempts = self.settings.worker.crash_attempts
+        for row in await self.pool.fetch(query("fail_abandoned"), crash_attempts):
+            log.warning(
+                "action abandoned by its workers: dead letter", extra={"action_id": row["id"]}
+            )
+        rows = await self.pool.fetch(query("due_actions"), tun.sweep_grace_s, 1000, crash_attempts)
         if not rows:
             return 0
         # A row whose lease expired belongs to a dead worker, whatever RQ believes.
@@ -276,8 +294,9 @@ class Daemon:
             lost = expired + await asyncio.to_thread(self.dispatcher.not_pending, waiting)
             await asyncio.to_thread(self.dispatcher.enqueue, lost)
         except redis.RedisError as exc:
-            log.warning("sweep: redis unavailable", extra={"error": str(exc)})
+            self._redis_down(exc)
             return 0
+        self._redis_up()
         if lost:
             log.info("sweep re-enqueued actions", extra={"actions": len(lost)})
         return len(lost)

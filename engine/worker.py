@@ -46,6 +46,7 @@ def build_runner(settings: Settings) -> JobRunner:
         dsn=settings.database_url,
         attempt_timeout_s=tun.job_timeout_s,
         lease_s=tun.job_timeout_s + tun.lease_margin_s,
+        crash_attempts=tun.crash_attempts,
         environ=dict(os.environ),
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)

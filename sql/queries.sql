@@ -123,6 +123,8 @@ DELETE FROM trigger_state WHERE trigger_id = $1;
 -- name: claim_action
 -- Atomic claim: only a row that is queued, due for a retry, or whose previous
 -- worker's lease ran out can be taken; anything else means the job has nothing to do.
+-- A worker that died mid-attempt costs that attempt, with $3 extra attempts allowed
+-- for such crashes, so a job that kills every worker running it ends as a dead letter.
 UPDATE action_results
    SET status = 'running', attempts = attempts + 1,
        lease_expires_at = now() + make_interval(secs => $2),
@@ -130,7 +132,8 @@ UPDATE action_results
  WHERE id = $1
    AND (status = 'queued'
         OR (status = 'retrying' AND next_attempt_at <= now())
-        OR (status = 'running' AND lease_expires_at < now()))
+        OR (status = 'running' AND lease_expires_at < now()
+            AND attempts < max_attempts + $3))
 RETURNING trigger_id, event_id, action_index, action_type, action_name, attempts,
           max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context;
 
@@ -151,9 +154,18 @@ RETURNING id;
 SELECT id, status FROM action_results
  WHERE (status = 'queued' AND created_at < now() - make_interval(secs => $1))
     OR (status = 'retrying' AND next_attempt_at <= now())
-    OR (status = 'running' AND lease_expires_at < now())
+    OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts + $3)
  ORDER BY id
  LIMIT $2;
+
+-- name: fail_abandoned
+-- Rows whose workers died during every attempt they were allowed: dead letters.
+UPDATE action_results
+   SET status = 'failed', lease_expires_at = NULL,
+       error_message = 'the worker stopped during each of its ' || attempts
+                       || ' attempts (lease expired); replay with engine actions retry'
+ WHERE status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts + $1
+RETURNING id;
 
 -- name: agent_token_uri
 SELECT token_uri FROM events
