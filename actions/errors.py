@@ -1,10 +1,10 @@
 """Errors raised by action executors, split by what the worker must do next.
 
-    EngineError (rules.errors)
-    └── ActionError
-        ├── RetryableActionError   transient: the row goes 'retrying' (or 'failed' when the
-        │                          attempts are spent); ``retry_after`` overrides the backoff
-        └── PermanentActionError   the row goes 'failed' at once (dead letter, replayable)
+EngineError (rules.errors)
+└── ActionError
+    ├── RetryableActionError   transient: the row goes 'retrying' (or 'failed' when the
+    │                          attempts are spent); ``retry_after`` overrides the backoff
+    └── PermanentActionError   the row goes 'failed' at once (dead letter, replayable)
 """
 
 from __future__ import annotations

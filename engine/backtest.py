@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 import sql
 from engine.config import Settings
-from engine.events import event_from_row
+from engine.events import events_from_rows
 from rules import Firing, RuleIndex, evaluate_stream, load_rules, render_action
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env
@@ -73,10 +73,9 @@ def _events(conn: sql.Connection, since: int, until: int) -> Iterator[dict[str, 
         conn.transaction(),
         psycopg.RawServerCursor(conn, "backtest", row_factory=dict_row) as cur,
     ):
-        cur.itersize = FETCH_ROWS
         cur.execute(sql.query("backtest_events").encode(), (since, until))
-        for row in cur:
-            yield event_from_row(row)
+        while rows := cur.fetchmany(FETCH_ROWS):
+            yield from events_from_rows(rows)
 
 
 class Progress:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -22,14 +22,36 @@ def plain(value: Any) -> Any:
     return value
 
 
-def event_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The event as rules and templates see it (cursor columns removed)."""
-    event = {}
-    for key, value in row.items():
-        if key in INTERNAL:
-            continue
-        event[key] = plain(value) if isinstance(value, Decimal | dt.datetime) else value
-    return event
+def events_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The events as rules and templates see them (cursor columns removed), for a batch.
+
+    Decides per column, not per value, what to convert: a column's values all have the
+    column's type, so the first non-NULL value says whether it holds Decimals or
+    datetimes; the others (most of the 31) are copied as they are.  A quarter of the
+    evaluator's time went to checking every value.  Live evaluation (asyncpg records)
+    and the backtest (psycopg dict rows) share it, so both see the same values.
+    """
+    if not rows:
+        return []
+    names = list(rows[0].keys())
+    keep = [i for i, name in enumerate(names) if name not in INTERNAL]
+    keys = [names[i] for i in keep]
+    first = len(names) - len(keep)
+    if keep == list(range(first, len(names))):  # the cursor columns come first
+        events = [dict(zip(keys, list(row.values())[first:], strict=True)) for row in rows]
+    else:
+        events = [
+            dict(zip(keys, [v for i, v in enumerate(row.values()) if i in keep], strict=True))
+            for row in rows
+        ]
+    for key in keys:
+        sample = next((e[key] for e in events if e[key] is not None), None)
+        if isinstance(sample, Decimal | dt.datetime):
+            for event in events:
+                value = event[key]
+                if value is not None:
+                    event[key] = plain(value)
+    return events
 
 
 def _default(value: Any) -> Any:

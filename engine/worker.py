@@ -47,6 +47,7 @@ def build_runner(settings: Settings) -> JobRunner:
         attempt_timeout_s=tun.job_timeout_s,
         lease_s=tun.job_timeout_s + tun.lease_margin_s,
         crash_attempts=tun.crash_attempts,
+        batch=tun.concurrency,
         environ=dict(os.environ),
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)
