@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.emit import EVENT_COLUMNS
+
 CHAINS = (8453, 84532, 1, 11155111)
 #: (registry, event_type, weight)
 EVENT_KINDS = (
@@ -28,40 +30,8 @@ EVENT_KINDS = (
 )
 TAGS = ("quality", "latency", "uptime", "accuracy", "price", "support")
 
-#: The events table's columns the bench writes, in COPY order.
-COLUMNS = (
-    "id",
-    "chain_id",
-    "block_number",
-    "block_hash",
-    "transaction_hash",
-    "log_index",
-    "registry",
-    "event_type",
-    "agent_id",
-    "timestamp",
-    "owner",
-    "token_uri",
-    "metadata_key",
-    "metadata_value",
-    "client_address",
-    "feedback_index",
-    "score",
-    "tag1",
-    "tag2",
-    "file_uri",
-    "file_hash",
-    "validator_address",
-    "request_hash",
-    "response",
-    "response_uri",
-    "response_hash",
-    "tag",
-    "value",
-    "value_decimals",
-    "endpoint",
-    "request_uri",
-)
+#: The events table's columns the bench writes, in COPY order (those `engine emit` knows).
+COLUMNS = tuple(EVENT_COLUMNS)
 
 
 def _hex(rng: random.Random, nbytes: int) -> str:
