@@ -177,8 +177,13 @@ class Daemon:
             except CursorMovedError as exc:
                 log.warning("cursor moved under us; re-reading it", extra={"error": str(exc)})
                 continue
-            except _DB_ERRORS as exc:
-                log.warning("database error; retrying", extra={"error": str(exc), "retry_s": delay})
+            except Exception as exc:  # a database outage, or a bug: never the end of the daemon
+                if isinstance(exc, _DB_ERRORS):
+                    log.warning(
+                        "database error; retrying", extra={"error": str(exc), "retry_s": delay}
+                    )
+                else:
+                    log.exception("unexpected error in the evaluation loop; retrying")
                 self.evaluator.position = None
                 try:
                     await self._sleep(delay)

@@ -61,7 +61,7 @@ class Listener:
         while True:
             try:
                 await self._connect()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # whatever it is, the doorbell must come back
                 log.warning("listener cannot connect", extra={"error": str(exc), "retry_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.tunables.reconnect_max_s)
