@@ -9,6 +9,7 @@ field, `state.X` one of the rule's conditions, `rule.X` one of id, description, 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Final
 
 from jinja2 import TemplateSyntaxError, meta, nodes
@@ -80,28 +81,39 @@ def check_template(
     """Report syntax errors and unknown names in one template string."""
     if "{" not in source:
         return
+    frozen = tuple((root, tuple(choices)) for root, choices in known.items())
+    for message in _template_problems(source, frozen):
+        sink.at(path, message)
+
+
+@lru_cache(maxsize=4096)
+def _template_problems(
+    source: str, known: tuple[tuple[str, tuple[str, ...]], ...]
+) -> tuple[str, ...]:
+    """The messages for ``source`` checked against ``known``, cached: 100,000 rules often
+    share a handful of templates, and parsing each again was most of the load time."""
     try:
         compile_template(source)  # also catches unknown filters and tests
         tree = environment("none").parse(source)
     except TemplateSyntaxError as exc:
-        sink.at(path, f"template error on its line {exc.lineno}: {exc.message}")
-        return
+        return (f"template error on its line {exc.lineno}: {exc.message}",)
+    problems: list[str] = []
     allowed = set(CONTEXT_NAMES) | set(environment("none").globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
-        sink.at(
-            path,
+        problems.append(
             f"template uses '{name}', which is not in the template context"
-            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES),
+            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES)
         )
+    choices_of = dict(known)
     for root, attribute in _attribute_uses(tree):
-        choices = known.get(root)
+        choices = choices_of.get(root)
         if choices is not None and attribute not in choices:
             listed = ", ".join(choices) if choices else "nothing (see per / when)"
-            sink.at(
-                path,
+            problems.append(
                 f"template uses '{root}.{attribute}', which does not exist"
-                f"{suggest(attribute, choices)}; {root} has {_shorten(listed)}",
+                f"{suggest(attribute, choices)}; {root} has {_shorten(listed)}"
             )
+    return tuple(problems)
 
 
 def _attribute_uses(tree: nodes.Template) -> Iterator[tuple[str, str]]:

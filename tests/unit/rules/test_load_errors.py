@@ -295,3 +295,17 @@ def test_block_nesting_past_the_yaml_depth_cap_is_one_error():
     assert errors_of("\n".join(lines) + "\n" + REST) == [
         "rules/test.yaml:102: nesting deeper than 100 levels"
     ]
+
+
+def test_a_shared_template_is_checked_against_each_rules_own_names():
+    # Template checks are cached by text; the cache must still tell `per` apart.
+    template = (
+        "    actions: [{rest: {url: 'http://127.0.0.1:9/hook', body: '{{ group.agent_id }}'}}]\n"
+    )
+    text = (
+        "rules:\n  - id: grouped\n    per: agent_id\n" + template + "  - id: ungrouped\n" + template
+    )
+    assert errors_of(text) == [
+        "rules/test.yaml:6 rule 'ungrouped': actions[0].rest.body template uses "
+        "'group.agent_id', which does not exist; group has nothing (see per / when)",
+    ]
