@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,12 @@ if str(ROOT) not in sys.path:  # `from tests.fakes... import` without installing
 
 from engine.localstack import PostgresServer, RedisServer, pid_alive, stop_abandoned  # noqa: E402
 from tests.fakes.webhook import WebhookReceiver  # noqa: E402
+
+# CI runs the property tests with a fixed seed: a run must not turn red by chance.
+# Locally they explore afresh each time (and replay what failed from .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 TEMPLATE_DATABASE = "engine_template"
 STACK_DIR_PREFIX = "engine-tests-"

@@ -41,11 +41,11 @@ def md_segment(kind: str, value: str) -> str:
         return "`" + escape_markdown(value, version=2, entity_type="code") + "`"
     if kind == "pre":
         return "```python\n" + escape_markdown(value, version=2, entity_type="pre") + "```"
+    if kind == "link":  # shorten before escaping: a cut escape would break the markup
+        return f"[{escape_markdown(value[:15], version=2)}](https://example.com/a\\)b)"
     escaped = escape_markdown(value, version=2)
     if kind == "plain":
         return escaped
-    if kind == "link":
-        return f"[{escaped[:15]}](https://example.com/a\\)b)"
     marker = {"bold": "*", "italic": "_", "under": "__", "strike": "~", "spoiler": "||"}[kind]
     return f"{marker}{escaped}{marker}"
 
