@@ -14,7 +14,7 @@ from typing import Any, Final
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, suggest
-from rules.model import Rule, canonical_json
+from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
@@ -63,24 +63,30 @@ def compile_rule(
     before = sink.count
     check_keys(expanded, RULE_KEYS, sink, (), required=("id", "actions"))
     rule_id = _check_header(expanded, sink)
-    on = _compile_on(expanded.get("on"), sink)
-    where = compile_where(expanded.get("where"), sink)
+    # Parts equal to another rule's of this load are shared (see Problems.share): the key
+    # is the text of everything each part is compiled from.
+    on_spec, where_spec = expanded.get("on"), expanded.get("where")
+    on = sink.share(("on", _key(on_spec)), lambda: _compile_on(on_spec, sink))
+    where = sink.share(("where", _key(where_spec)), lambda: compile_where(where_spec, sink))
     per = _compile_per(expanded.get("per"), sink)
-    conditions = compile_when(expanded.get("when"), sink)
-    throttle = compile_throttle(expanded.get("throttle"), sink)
-    actions = compile_actions(raw.get("actions"), expanded.get("actions"), sink, bot_names)
-    if isinstance(expanded.get("actions"), list):
-        state_keys = [c.key for c in conditions]
-        check_templates(expanded["actions"], per or (), state_keys, sink)
-    raw_actions = expanded.get("actions")
+    per = None if per is None else sink.share(("per", per), lambda: per)
+    stateful = "when" in expanded or "throttle" in expanded
+    machine = _compile_machine(expanded, sink) if stateful else None
+    raw_actions, expanded_actions = raw.get("actions"), expanded.get("actions")
+    actions = sink.share(
+        ("actions", _key(raw_actions, expanded_actions)),
+        lambda: compile_actions(raw_actions, expanded_actions, sink, bot_names),
+    )
+    if isinstance(expanded_actions, list):
+        state_keys = [c.key for c in machine.conditions] if machine is not None else []
+        check_templates(expanded_actions, per or (), state_keys, sink)
     names = [
         a.get("name") if isinstance(a, Mapping) else None
-        for a in (raw_actions if isinstance(raw_actions, list) else [])
+        for a in (expanded_actions if isinstance(expanded_actions, list) else [])
     ]
     tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
     if sink.count != before or rule_id is None or on is None or per is None:
         return None
-    stateful = "when" in expanded or "throttle" in expanded
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
     return Rule(
         id=rule_id,
@@ -92,7 +98,7 @@ def compile_rule(
         actions=actions,
         source_file=source_file,
         source_line=source_line,
-        document=dict(raw),
+        document_json=document_json(raw),
         content_hash=hashlib.sha256(canonical_json(raw).encode()).hexdigest(),
         logic_hash=hashlib.sha256(canonical_json(logic).encode()).hexdigest(),
         stateful=stateful,
@@ -101,8 +107,25 @@ def compile_rule(
         index_values=where.index_values,
         residual=where.residual,
         predicate=where.predicate,
-        machine=StateMachine(conditions, throttle) if stateful else None,
+        machine=machine,
     )
+
+
+def _compile_machine(expanded: Mapping[str, Any], sink: Problems) -> StateMachine | None:
+    """The rule's `when` and `throttle` (a StateMachine is immutable, so rules share it)."""
+    when, throttle = expanded.get("when"), expanded.get("throttle")
+
+    def build() -> StateMachine | None:
+        conditions = compile_when(when, sink)
+        compiled_throttle = compile_throttle(throttle, sink)
+        return StateMachine(conditions, compiled_throttle)
+
+    return sink.share(("machine", _key(when, throttle)), build)
+
+
+def _key(*specs: Any) -> str:
+    """What a shared part is compiled from, as text; key order kept, as it can matter."""
+    return document_json(specs)
 
 
 def _check_header(spec: Mapping[str, Any], sink: Problems) -> str | None:

@@ -65,6 +65,7 @@ def load_rules(
     """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``)."""
     files, errors = rule_files(paths)
     result = LoadResult(errors=errors)
+    shared: dict[Any, Any] = {}  # compiled parts common to rules of every file
     for file in files:
         try:
             if os.path.getsize(file) > MAX_FILE_BYTES:
@@ -78,7 +79,7 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
-        result.extend(_load_text(text, file, environ, bot_names))
+        result.extend(_load_text(text, file, environ, bot_names, shared))
     _check_duplicate_ids(result)
     return result
 
@@ -91,16 +92,20 @@ def load_rules_text(
     bot_names: Collection[str] | None = None,
 ) -> LoadResult:
     """Load rules from ``text`` as if read from the file ``source``."""
-    result = _load_text(text, source, environ, bot_names)
+    result = _load_text(text, source, environ, bot_names, {})
     _check_duplicate_ids(result)
     return result
 
 
 def _load_text(
-    text: str, source: str, environ: Mapping[str, str], bot_names: Collection[str] | None
+    text: str,
+    source: str,
+    environ: Mapping[str, str],
+    bot_names: Collection[str] | None,
+    shared: dict[Any, Any],
 ) -> LoadResult:
     parsed = parse_yaml(text)
-    sink = Problems(source, parsed.lines)
+    sink = Problems(source, parsed.lines, shared=shared)
     result = LoadResult(files=[source], errors=sink.errors)
     for line, message in parsed.problems:
         sink.errors.append(RuleError(message, file=source, line=line))

@@ -8,6 +8,7 @@ of matchers so one rule cannot make every event expensive.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -100,7 +101,12 @@ class _WhereCompiler:
                 self.too_many = True
                 self.sink.at(path, f"the rule has more than {MAX_MATCHERS} matchers; split it")
             return _never
-        return compile_field(key, kind, value, self.sink, path) or _never
+        # Equal matchers of different rules share one closure (agent_id: 42 in ten rules).
+        share_key = ("field", key, json.dumps(value, ensure_ascii=False))
+        compiled = self.sink.share(
+            share_key, lambda: compile_field(key, kind, value, self.sink, path)
+        )
+        return compiled or _never
 
 
 def _any_of(parts: list[Predicate]) -> Predicate:
@@ -126,9 +132,21 @@ def compile_where(spec: Any, sink: Problems, path: Path = ("where",)) -> Compile
     residual: Predicate | None = predicate
     if rest is not _UNCHANGED:
         # Compiled again without the key; its errors were reported by the full compile.
-        scratch = Problems(sink.file, sink.lines)
-        residual = None if rest is None else _WhereCompiler(scratch).items(rest, path, 0)
-    return CompiledWhere(predicate, key, equalities[key], residual)
+        # Many rules differ only by the key (`agent_id`), so their residuals are shared.
+        scratch = Problems(sink.file, sink.lines, shared=sink.shared)
+        residual = (
+            None
+            if rest is None
+            else scratch.share(
+                ("residual", json.dumps(rest, ensure_ascii=False)),
+                lambda: _WhereCompiler(scratch).items(rest, path, 0),
+            )
+        )
+    values = equalities[key]
+    values = sink.share(
+        ("values", *sorted((type(v).__name__, repr(v)) for v in values)), lambda: values
+    )
+    return CompiledWhere(predicate, key, values, residual)
 
 
 _UNCHANGED: Final = object()
