@@ -135,6 +135,25 @@ def _plain_json(value: Any) -> Any:
     return str(value)  # Markup, undefined-safe objects, anything else: its text
 
 
+#: Values a row may hold that are already plain JSON, as they are (floats: when finite).
+_PLAIN_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
+def _plain_row(row: dict[Any, Any]) -> dict[str, Any]:
+    """``row`` as plain JSON; a row of str keys and plain scalars is returned as it is.
+
+    Event rows from the engine are already plain (engine.events converted them), so the
+    firing path checks each value's type instead of rebuilding the row.
+    """
+    for key, value in row.items():
+        cls = value.__class__
+        if key.__class__ is not str or (
+            cls not in _PLAIN_SCALARS and (cls is not float or not math.isfinite(value))
+        ):
+            return _plain_json(row)  # type: ignore[no-any-return]
+    return row
+
+
 def render_action(kind: str, spec: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """Render every template field of an action (``spec`` already ``${VAR}``-expanded).
 
@@ -169,9 +188,9 @@ def build_context(
 ) -> dict[str, Any]:
     """The template context of one firing; plain JSON (stored in action_results.context)."""
     return {
-        "event": _plain_json({**_EMPTY_ROW, **event}),
+        "event": _plain_row({**_EMPTY_ROW, **event}),
         "rule": {"id": rule.id, "description": rule.description, "owner": rule.owner},
-        "group": _plain_json(dict(group)),
-        "state": _plain_json(dict(template_state)),
+        "group": _plain_row(dict(group)),
+        "state": _plain_row(dict(template_state)),
         "fired_at": fired_at,
     }

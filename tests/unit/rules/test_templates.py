@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -31,6 +33,19 @@ def context():
     )
     step = rule.step(EVENT, None)
     return build_context(rule, EVENT, rule.group_values(EVENT), step.template_state, "T")
+
+
+def test_context_converts_what_is_not_plain_json():
+    # Rows from the engine are plain and taken as they are; anything else is still converted.
+    rule = one_rule("id: r\nactions: [{rest: {url: 'http://x'}}]")
+    odd = {**EVENT, "score": Decimal("55"), "value": math.nan, "tag2": ("a", 1)}
+    context = build_context(rule, odd, {"k": Decimal("1.5")}, {"ema": math.inf}, "T")
+    assert (context["event"]["score"], context["event"]["value"]) == (55, None)
+    assert context["event"]["tag2"] == ["a", 1]
+    assert (context["group"], context["state"]) == ({"k": 1.5}, {"ema": None})
+    plain = build_context(rule, EVENT, {}, {}, "T")["event"]
+    assert {k: plain[k] for k in EVENT} == EVENT
+    assert plain["tag2"] is None  # every column is present
 
 
 def test_context_is_json_and_complete(context):
