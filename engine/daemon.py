@@ -42,6 +42,7 @@ class DaemonStats:
     fired: int = 0
     suppressed: int = 0
     errors: int = 0
+    unusual: int = 0
     batches: int = 0
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
@@ -251,6 +252,7 @@ class Daemon:
         s.fired += result.fired
         s.suppressed += result.suppressed
         s.errors += result.errors
+        s.unusual += result.unusual
         s.batches += 1
         s.last_batch_at = time.time()
         if result.last_event_timestamp is not None:

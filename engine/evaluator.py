@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.events import events_from_rows, to_json
+from engine.events import events_from_rows, to_json, unusual
 from rules.errors import EngineError
 from sql import query
 
@@ -43,6 +43,7 @@ class BatchResult:
     fired: int = 0
     suppressed: int = 0
     errors: int = 0
+    unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
     action_ids: list[int] = field(default_factory=list)
     last_event_timestamp: int | None = None
 
@@ -86,7 +87,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.position: CursorPosition | None = None
         self.total_events = 0
-        self._failed_events: set[tuple[str, str | None]] = set()
+        self._logged: set[tuple[str, str | None, str]] = set()
 
     async def load_position(self, conn: asyncpg.Connection) -> CursorPosition:
         await conn.execute(query("cursor_ensure"), self.cursor_name)
@@ -132,6 +133,11 @@ class Evaluator:
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
+        for event in events:
+            problems = unusual(event)
+            if problems:
+                result.unusual += 1
+                self._log_once(event, None, "unusual event row", "; ".join(problems))
         last_ts = events[-1].get("timestamp")
         result.last_event_timestamp = last_ts if isinstance(last_ts, int) else None
         matches = self._match(events, index, result)
@@ -238,13 +244,16 @@ class Evaluator:
     def _log_failure(
         self, event: Mapping[str, Any], trigger_id: str | None, exc: Exception
     ) -> None:
-        event_id = str(event.get("id"))
-        if (event_id, trigger_id) in self._failed_events:
+        self._log_once(event, trigger_id, "event could not be evaluated", repr(exc)[:500])
+
+    def _log_once(
+        self, event: Mapping[str, Any], trigger_id: str | None, message: str, detail: str
+    ) -> None:
+        """One line per event and rule, even when a rolled-back batch is read again."""
+        key = (str(event.get("id")), trigger_id, message)
+        if key in self._logged:
             return
-        if len(self._failed_events) > 10_000:
-            self._failed_events.clear()
-        self._failed_events.add((event_id, trigger_id))
-        log.warning(
-            "event could not be evaluated",
-            extra={"event_id": event_id, "trigger_id": trigger_id, "error": repr(exc)[:500]},
-        )
+        if len(self._logged) > 10_000:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning(message, extra={"event_id": key[0], "trigger_id": trigger_id, "error": detail})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -12,9 +13,15 @@ INTERNAL = ("_txid", "_seq")
 
 
 def plain(value: Any) -> Any:
-    """A JSON-safe equivalent: NUMERIC becomes int (when integral) or float, times ISO text."""
+    """A JSON-safe equivalent: NUMERIC becomes int (when integral) or float, times ISO text.
+
+    NUMERIC's NaN and ±Infinity become the text "NaN" / "Infinity" / "-Infinity": JSON
+    (and so jsonb) has no such numbers, and as text they never satisfy a comparison.
+    """
     if isinstance(value, Decimal):
-        if value.is_finite() and value == value.to_integral_value():
+        if not value.is_finite():
+            return str(value).replace("sNaN", "NaN")
+        if value == value.to_integral_value():
             return int(value)
         return float(value)
     if isinstance(value, dt.datetime | dt.date):
@@ -62,5 +69,50 @@ def _default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON for jsonb columns; anything unexpected becomes its text."""
-    return json.dumps(value, separators=(",", ":"), default=_default, ensure_ascii=False)
+    """Compact JSON for jsonb columns; anything unexpected becomes its text.
+
+    Never emits NaN or Infinity (jsonb refuses them, which would fail the whole batch):
+    non-finite floats become null.
+    """
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), default=_default, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:
+        return to_json(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+KNOWN_EVENT_TYPES = {
+    "identity": frozenset({"Registered", "MetadataSet", "URIUpdated", "Transfer"}),
+    "reputation": frozenset({"NewFeedback", "FeedbackRevoked", "ResponseAppended"}),
+    "validation": frozenset({"ValidationRequest", "ValidationResponse"}),
+}
+LARGE_TEXT_CHARS = 64 * 1024
+
+
+def unusual(event: Mapping[str, Any]) -> list[str]:
+    """What looks wrong in a row (unknown registry or type, huge text): worth one log line.
+
+    Such rows are still evaluated; rules that cannot use them simply do not match.
+    """
+    found = []
+    registry, event_type = event.get("registry"), event.get("event_type")
+    types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
+    if types is None:
+        found.append(f"unknown registry {str(registry)[:40]!r}")
+    elif event_type not in types:
+        found.append(f"unknown {registry} event type {str(event_type)[:40]!r}")
+    for key, value in event.items():
+        if type(value) is str and len(value) > LARGE_TEXT_CHARS:
+            found.append(f"{key} is {len(value)} characters")
+    return found

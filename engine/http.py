@@ -76,6 +76,7 @@ class DaemonCollector(Collector):
             ("engine_rule_firings", "Rule firings (actions queued)", s.fired),
             ("engine_rule_suppressed", "Firings suppressed by throttle", s.suppressed),
             ("engine_rule_errors", "Rule evaluations that raised", s.errors),
+            ("engine_unusual_events", "Rows that looked malformed (logged once each)", s.unusual),
             (
                 "engine_enqueue_failures",
                 "Enqueues that failed (rows kept for the sweep)",

@@ -211,9 +211,14 @@ def test_null_and_odd_fields_do_not_fire_and_do_not_stop_the_engine(
                 {"registry": "nonsense", "event_type": "Weird", "agent_id": None},
                 {**feedback(agent_id=3, score=7), "tag1": "x" * 1_000_000},
                 feedback(agent_id=4, score=8),
+                {**feedback(agent_id=5, score=9), "value": "NaN"},  # jsonb has no NaN
             ],
         )
-        requests = webhook_receiver.wait_for(2, timeout=20)
-        assert sorted(r.json["agent"] for r in requests) == [3, 4]
+        requests = webhook_receiver.wait_for(3, timeout=20)
+        assert sorted(r.json["agent"] for r in requests) == [3, 4, 5]
         assert engine.alive()
-    assert query_value(database_url, "SELECT events FROM engine_cursors") == 4
+    assert query_value(database_url, "SELECT events FROM engine_cursors") == 5
+    log = engine.output()
+    assert log.count("unusual event row") == 2
+    assert "unknown registry 'nonsense'" in log
+    assert "tag1 is 1000000 characters" in log
