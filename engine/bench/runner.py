@@ -7,6 +7,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -80,6 +81,8 @@ class BenchOptions:
 
 
 BATCH = 2000
+DEFAULT_AGENTS = 5000  # the event generator's and rule generator's agent population
+SCALED_ABOVE_RULES = 10_000  # larger rule sets are also measured with agents scaled up
 
 
 def _eval_figure(
@@ -171,6 +174,25 @@ def _evaluation(opts: BenchOptions, dsn: str, redis_url: str, url: str, out: Tex
             f"1-eval-{n}",
             f"evaluation, {n:,} rules",
             chunked(rule_set_yaml, n, url),
+            opts.backlog,
+            out,
+        )
+    for n in (n for n in opts.rule_counts if n > SCALED_ABOVE_RULES):
+        # The rule set above keeps 5,000 agents, so at 100k rules each event matches ten
+        # times as many rules (and fires ten times as often) as at 10k: another workload.
+        # Here agents grow with the rules, so an event matches as many rules as at 10k.
+        agents = n * DEFAULT_AGENTS // SCALED_ABOVE_RULES
+        reset_database(dsn)
+        asyncio.run(
+            evaluation.insert_backlog(dsn, EventGenerator(agents=agents).rows(opts.backlog))
+        )
+        _eval_figure(
+            opts,
+            dsn,
+            redis_url,
+            f"1-eval-{n}-scaled",
+            f"evaluation, {n:,} rules over {agents:,} agents",
+            chunked(partial(rule_set_yaml, agents=agents), n, url),
             opts.backlog,
             out,
         )
