@@ -50,6 +50,13 @@ def test_wheel_install_ships_migrations_queries_and_schema(tmp_path: Path) -> No
     assert expected <= names
     assert {"sql/001_schema.sql", "sql/002_stats.sql", "sql/queries.sql"} <= names
     assert "rules/rules.schema.json" in names
+    # Every package of the source tree, subpackages included, is in the wheel.
+    packages = {
+        str(init.relative_to(source))
+        for top in ("engine", "rules", "actions", "sql")
+        for init in (source / top).rglob("__init__.py")
+    }
+    assert packages <= names, sorted(packages - names)
     assert not any(name.startswith("tests/") for name in names)
     assert any(n.endswith("entry_points.txt") for n in names)
 
