@@ -1,9 +1,7 @@
-"""Private PostgreSQL and Redis servers on free ports, for tests, ``engine up`` and benches.
+"""A private PostgreSQL cluster in a directory we own, listening on 127.0.0.1 only.
 
-Each server lives in a directory we own, listens on 127.0.0.1 only and is stopped at
-interpreter exit if the caller forgot.  This module must never touch a server the machine
-happens to run (the system's cluster on 5432, a system redis): it only starts its own
-processes, from the binaries it finds, in the directory it is given.
+It must never touch the cluster the machine happens to run (the system's one on 5432):
+it runs only the server programs it finds, on the data directory it is given.
 
 PostgreSQL refuses to run as root, so when we are root its programs run as the
 ``postgres`` system user (created when missing), and the data directory is handed to it.
@@ -11,90 +9,41 @@ PostgreSQL refuses to run as root, so when we are root its programs run as the
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import psycopg
-import redis
 from psycopg import sql
 
-from rules.errors import ConfigError, EngineError
+from engine.localstack.common import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    LocalStackError,
+    free_port,
+    log_size,
+    log_tail,
+    pid_alive,
+    start_on_a_free_port,
+    track,
+    untrack,
+)
+from rules.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # the package's name, as before it was split
 
 PG_SYSTEM_USER = "postgres"
 PG_SUPERUSER = "postgres"
 PG_MAX_CONNECTIONS = 300  # the worker pool needs >= 200
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 30
-PORT_ATTEMPTS = 5
-LOG_TAIL_LINES = 30
 FILE_COPY_MIN_VERSION = 150000  # CREATE DATABASE ... STRATEGY appeared in PostgreSQL 15
-REDIS_PIDFILE = "redis-server.pid"  # ours: redis writes its own only when daemonized
-
-_ADDRESS_IN_USE = re.compile(
-    r"address already in use|could not bind|could not create any TCP", re.I
-)
-
-
-class LocalStackError(EngineError):
-    """A private server could not be started or stopped; the message carries its log's tail."""
-
-
-class _Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-_running: dict[int, _Stoppable] = {}
-
-
-def _track(server: _Stoppable) -> None:
-    _running[id(server)] = server
-
-
-def _untrack(server: _Stoppable) -> None:
-    _running.pop(id(server), None)
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Last line of defence against orphaned servers when a caller forgot ``stop()``."""
-    for server in list(_running.values()):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (callers retry when it is not)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:port right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do: connections in TIME_WAIT don't make a port busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def find_pg_bindir() -> Path:
@@ -125,49 +74,6 @@ def find_pg_bindir() -> Path:
         "PostgreSQL server programs (initdb, pg_ctl) not found: install Debian's 'postgresql' "
         "package (scripts/bootstrap.sh does it), or put its bin directory on PATH"
     )
-
-
-def _log_tail(path: Path, since: int = 0) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(since)
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-
-
-def _log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie waiting for its reaper.
-
-    A stopped postmaster is re-parented to PID 1, which in a container may reap it late;
-    counting the zombie as alive would make every stop wait for that.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    state = stat_line.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
-
-
-def _should_retry_port(log_tail: str, fixed_port: bool, attempt: int) -> bool:
-    """Retry on another port when ours was taken between choosing and binding it."""
-    in_use = _ADDRESS_IN_USE.search(log_tail) is not None
-    return in_use and not fixed_port and attempt + 1 < PORT_ATTEMPTS
 
 
 def _ensure_system_user(name: str) -> pwd.struct_passwd:
@@ -330,27 +236,24 @@ class PostgresServer:
         self._prepare_datadir()
         self._initdb_if_empty()
         self._stop_leftover()
-        for attempt in range(PORT_ATTEMPTS):
-            self._write_settings()
-            offset = _log_size(self.logfile)
-            proc = self._pg_ctl_start()
-            if proc.returncode == 0:
-                self.running = True
-                _track(self)
-                return
-            tail = _log_tail(self.logfile, offset)
-            if (
-                _ADDRESS_IN_USE.search(tail)
-                and not self._fixed_port
-                and attempt + 1 < PORT_ATTEMPTS
-            ):
-                self.port = free_port()
-                continue
-            self._stop_leftover()
-            raise LocalStackError(
-                f"PostgreSQL failed to start on 127.0.0.1:{self.port} from {self.datadir}:\n"
-                f"{proc.stdout}{proc.stderr}--- {self.logfile} (tail) ---\n{tail}"
-            )
+        start_on_a_free_port(
+            self,
+            self._launch,
+            fixed_port=self._fixed_port,
+            name="PostgreSQL",
+            where=f"from {self.datadir}",
+            before_raise=self._stop_leftover,
+        )
+
+    def _launch(self) -> str | None:
+        """One start on ``self.port``: None once it runs, else what pg_ctl printed."""
+        self._write_settings()
+        proc = self._pg_ctl_start()
+        if proc.returncode != 0:
+            return f"{proc.stdout}{proc.stderr}"
+        self.running = True
+        track(self)
+        return None
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the server (idempotent); ``mode='immediate'`` simulates a crash."""
@@ -365,21 +268,21 @@ class PostgresServer:
                     f"PostgreSQL (pid {pid}) did not stop:\n{proc.stdout}{proc.stderr}"
                 )
         self.running = False
-        _untrack(self)
+        untrack(self)
 
     def restart(self) -> None:
         """Stop (fast) and start again on the same port; connections are cut."""
         self.stop()
-        offset = _log_size(self.logfile)
+        offset = log_size(self.logfile)
         proc = self._pg_ctl_start()
         if proc.returncode != 0:
             raise LocalStackError(
                 f"PostgreSQL failed to restart on 127.0.0.1:{self.port}:\n"
                 f"{proc.stdout}{proc.stderr}--- {self.logfile} (tail) ---\n"
-                f"{_log_tail(self.logfile, offset)}"
+                f"{log_tail(self.logfile, offset)}"
             )
         self.running = True
-        _track(self)
+        track(self)
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq URL for ``dbname`` as the superuser."""
@@ -411,146 +314,3 @@ class PostgresServer:
         query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(query)
-
-
-class RedisServer:
-    """A private redis-server in ``datadir`` on 127.0.0.1.
-
-    ``persistence`` turns on the append-only file with an fsync per write, so a restart
-    (even after SIGKILL) gives the data back; without it nothing is written to disk.
-    """
-
-    def __init__(self, datadir: Path, *, port: int | None = None, persistence: bool = False):
-        self.datadir = Path(datadir).absolute()
-        self.persistence = persistence
-        self._fixed_port = port is not None
-        self.port: int = port if port is not None else free_port()
-        self.logfile = self.datadir / "redis.log"
-        self.pidfile = self.datadir / REDIS_PIDFILE
-        self._proc: subprocess.Popen[bytes] | None = None
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).is_file():
-            raise ConfigError(
-                "redis-server not found: install Debian's 'redis-server' package "
-                "(scripts/bootstrap.sh does it)"
-            )
-        self.binary = binary
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def _command(self) -> list[str]:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.datadir), "--logfile", str(self.logfile)]
-        args += ["--daemonize", "no", "--save", ""]
-        if self.persistence:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            args += ["--appendonly", "no"]
-        return args
-
-    def start(self) -> None:
-        """Start and wait until it answers PING."""
-        if self.running:
-            return
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        # A server left by a killed earlier run would share our append-only file: stop it.
-        _stop_leftover_redis(self.pidfile, signal.SIGTERM)
-        for attempt in range(PORT_ATTEMPTS):
-            offset = _log_size(self.logfile)
-            # Own session: a Ctrl-C at the terminal must not kill it before its users stop.
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            _track(self)
-            self.pidfile.write_text(f"{self._proc.pid}\n")
-            if self._wait_ready():
-                return
-            tail = _log_tail(self.logfile, offset)
-            self.stop()
-            if (
-                _ADDRESS_IN_USE.search(tail)
-                and not self._fixed_port
-                and attempt + 1 < PORT_ATTEMPTS
-            ):
-                self.port = free_port()
-                continue
-            raise LocalStackError(
-                f"redis-server failed to start on 127.0.0.1:{self.port} in {self.datadir}:\n"
-                f"--- {self.logfile} (tail) ---\n{tail}"
-            )
-
-    def _wait_ready(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while time.monotonic() < deadline:
-                if self._proc is None or self._proc.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except redis.exceptions.ConnectionError:
-                    pass
-                except redis.exceptions.BusyLoadingError:
-                    pass
-                time.sleep(0.02)
-            return False
-        finally:
-            client.close()
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop (SIGTERM: a clean shutdown; ``kill=True``: SIGKILL, a crash). Idempotent."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.pidfile.unlink(missing_ok=True)
-        _untrack(self)
-
-    def restart(self) -> None:
-        """Stop and start again on the same port."""
-        self.stop()
-        self._fixed_port = True
-        self.start()
-
-
-def stop_abandoned(directory: Path) -> None:
-    """Stop servers left running under ``directory`` by a process that was killed.
-
-    atexit does not run on SIGKILL; the next run finds the leftovers by their pid files.
-    """
-    for pidfile in directory.rglob("postmaster.pid"):
-        with contextlib.suppress(EngineError, OSError):
-            PostgresServer(pidfile.parent).stop(mode="immediate")
-    for pidfile in directory.rglob(REDIS_PIDFILE):
-        _stop_leftover_redis(pidfile, signal.SIGKILL)
-
-
-def _stop_leftover_redis(pidfile: Path, signum: int) -> None:
-    """Stop the redis-server named by our pid file, if it still runs (checked by cmdline)."""
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(pidfile.read_text().strip())
-        if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            log.warning("stopping a leftover server", extra={"pid": pid, "path": str(pidfile)})
-            os.kill(pid, signum)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
