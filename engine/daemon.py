@@ -25,6 +25,7 @@ from engine.evaluator import BatchResult, CursorMovedError, Evaluator
 from engine.listener import Listener
 from engine.retention import Maintenance
 from engine.rulebook import RuleBook
+from rules import LoadResult
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class Daemon:
         self.stats.is_leader = held
         return held
 
-    async def _apply_rules(self, result: Any) -> None:
+    async def _apply_rules(self, result: LoadResult) -> None:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             await self.rulebook.apply(conn, result)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from engine.events import events_from_rows, to_json, unusual
+from rules import ActionSpec, Rule, RuleIndex, Step, build_context
 from rules.errors import EngineError
 from sql import query
 
@@ -55,7 +56,7 @@ class _PendingActions:
     columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(10)))
     specs: dict[int, str] = field(default_factory=dict)  # id(action) -> its JSON, per batch
 
-    def add(self, rule: Any, action: Any, event_id: Any, context_json: str) -> None:
+    def add(self, rule: Rule, action: ActionSpec, event_id: Any, context_json: str) -> None:
         retry = action.retry
         spec = self.specs.get(id(action))
         if spec is None:
@@ -96,7 +97,7 @@ class Evaluator:
         self.position = CursorPosition(txid=row["txid"], seq=row["seq"])
         return self.position
 
-    async def run_batch(self, conn: asyncpg.Connection, index: Any) -> BatchResult:
+    async def run_batch(self, conn: asyncpg.Connection, index: RuleIndex) -> BatchResult:
         """Evaluate one batch and commit it; returns what happened (after the commit)."""
         if self.position is None:
             await self.load_position(conn)
@@ -129,7 +130,11 @@ class Evaluator:
         return result
 
     async def _evaluate(
-        self, conn: asyncpg.Connection, rows: list[asyncpg.Record], index: Any, result: BatchResult
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        index: RuleIndex,
+        result: BatchResult,
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
@@ -167,7 +172,7 @@ class Evaluator:
             counter["fired"] += 1
             result.fired += 1
             try:
-                context_json = self._context_json(rule, event, key, step, fired_at)
+                context_json = self._context_json(rule, event, step, fired_at)
             except Exception as exc:
                 counter["errors"] += 1
                 result.errors += 1
@@ -179,9 +184,9 @@ class Evaluator:
         await self._write(conn, states, dirty, pending, stats, result)
 
     def _match(
-        self, events: list[dict[str, Any]], index: Any, result: BatchResult
-    ) -> list[tuple[dict[str, Any], Any, str]]:
-        matches: list[tuple[dict[str, Any], Any, str]] = []
+        self, events: list[dict[str, Any]], index: RuleIndex, result: BatchResult
+    ) -> list[tuple[dict[str, Any], Rule, str]]:
+        matches: list[tuple[dict[str, Any], Rule, str]] = []
         for event in events:
             try:
                 for rule in index.matching(event):
@@ -193,15 +198,13 @@ class Evaluator:
         return matches
 
     @staticmethod
-    def _context_json(rule: Any, event: Mapping[str, Any], key: str, step: Any, at: str) -> str:
-        from rules import build_context
-
+    def _context_json(rule: Rule, event: Mapping[str, Any], step: Step, at: str) -> str:
         group = rule.group_values(event) if rule.per else {}
         return to_json(build_context(rule, event, group, step.template_state, at))
 
     @staticmethod
     async def _load_states(
-        conn: asyncpg.Connection, matches: list[tuple[dict[str, Any], Any, str]]
+        conn: asyncpg.Connection, matches: list[tuple[dict[str, Any], Rule, str]]
     ) -> dict[tuple[str, str], dict[str, Any]]:
         keys = {(rule.id, key) for _, rule, key in matches if rule.stateful}
         if not keys:

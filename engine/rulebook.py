@@ -12,12 +12,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from engine.events import to_json
-from rules import LoadResult, RuleIndex, load_rules
+from rules import LoadResult, Rule, RuleIndex, load_rules
 from rules.errors import RuleError
 from sql import query
 
@@ -49,8 +48,8 @@ class RuleBook:
     paths: tuple[str, ...]
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     bot_names: frozenset[str] | None = None
-    index: Any = None
-    rules: list[Any] = field(default_factory=list)
+    index: RuleIndex | None = None
+    rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
     loads: int = 0
     _signature: dict[str, float] = field(default_factory=dict)
@@ -80,7 +79,7 @@ class RuleBook:
         return True
 
 
-async def mirror_rules(conn: asyncpg.Connection, rules: Sequence[Any]) -> None:
+async def mirror_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> None:
     """Make ``triggers`` equal to ``rules``; reset state where a rule's logic changed."""
     async with conn.transaction():
         known = {r["id"]: r for r in await conn.fetch(query("triggers_all"))}
