@@ -106,6 +106,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._standby_announced = False
         self._redis_outage = False
+        self._next_sweep = 0.0
         self.pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -160,7 +161,6 @@ class Daemon:
     async def _loop(self) -> None:
         tun = self.settings.engine
         delay = tun.reconnect_min_s
-        next_sweep = 0.0
         while not self.stopping.is_set():
             try:
                 if not await self._ensure_leader():
@@ -169,9 +169,7 @@ class Daemon:
                 await self._reload_rules_if_changed()
                 self.doorbell.clear()
                 await self._drain()
-                if time.monotonic() >= next_sweep:
-                    await self.sweep()
-                    next_sweep = time.monotonic() + tun.sweep_interval_s
+                await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
                 delay = tun.reconnect_min_s
             except asyncio.CancelledError:
@@ -246,6 +244,12 @@ class Daemon:
             await self._dispatch(result.action_ids)
             if result.events < self.evaluator.batch_size:
                 return
+            await self._sweep_if_due()  # a long catch-up must not hold back due retries
+
+    async def _sweep_if_due(self) -> None:
+        if time.monotonic() >= self._next_sweep:
+            await self.sweep()
+            self._next_sweep = time.monotonic() + self.settings.engine.sweep_interval_s
 
     def _count(self, result: BatchResult) -> None:
         s = self.stats
