@@ -21,7 +21,7 @@ import redis
 
 from engine.config import Settings
 from engine.dispatcher import Dispatcher
-from engine.evaluator import BatchResult, CursorMovedError, Evaluator
+from engine.evaluator import BatchResult, CursorAheadError, CursorMovedError, Evaluator
 from engine.listener import Listener
 from engine.retention import Maintenance
 from engine.rulebook import RuleBook
@@ -174,6 +174,13 @@ class Daemon:
                 delay = tun.reconnect_min_s
             except asyncio.CancelledError:
                 return
+            except CursorAheadError as exc:
+                log.error("evaluation stopped: %s", exc)
+                try:
+                    await self._sleep(tun.reconnect_max_s)
+                except asyncio.CancelledError:
+                    return
+                continue
             except CursorMovedError as exc:
                 log.warning("cursor moved under us; re-reading it", extra={"error": str(exc)})
                 continue

@@ -27,6 +27,10 @@ from sql import query
 log = logging.getLogger(__name__)
 
 
+class CursorAheadError(EngineError):
+    """The cursor is beyond this cluster's transaction ids: evaluating would skip events."""
+
+
 class CursorMovedError(EngineError):
     """Another engine advanced the cursor: this batch was rolled back, nothing written."""
 
@@ -94,6 +98,13 @@ class Evaluator:
         await conn.execute(query("cursor_ensure"), self.cursor_name)
         row = await conn.fetchrow(query("cursor_get"), self.cursor_name)
         assert row is not None
+        if row["ahead"]:
+            raise CursorAheadError(
+                f"cursor {self.cursor_name!r} is at transaction {row['txid']}, which this "
+                "database has not reached: it was restored from a logical dump. New events "
+                "would sort below the cursor and be skipped, so nothing is evaluated until "
+                "an operator decides (docs/operations.md, 'Backups')"
+            )
         self.position = CursorPosition(txid=row["txid"], seq=row["seq"])
         return self.position
 

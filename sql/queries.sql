@@ -46,7 +46,11 @@ SELECT pg_try_advisory_lock(hashtext('trigger-engine:leader:' || $1));
 INSERT INTO engine_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
 
 -- name: cursor_get
-SELECT txid::text AS txid, seq, events FROM engine_cursors WHERE name = $1;
+-- `ahead`: the cursor names a transaction this cluster has not reached, which only a
+-- logical restore (pg_dump into another cluster) produces; new rows would sort below it.
+SELECT txid::text AS txid, seq, events,
+       txid >= pg_snapshot_xmax(pg_current_snapshot()) AS ahead
+  FROM engine_cursors WHERE name = $1;
 
 -- name: cursor_advance
 -- Optimistic: only advances from the position this engine read.  A second engine (or
