@@ -92,6 +92,9 @@ SELECT t, e, i, k, n, a, b, m, s::jsonb, c::jsonb
   FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
               $6::int[], $7::real[], $8::real[], $9::text[], $10::text[])
        AS u(t, e, i, k, n, a, b, m, s, c)
+-- An indexer that writes the same event id twice (a replay after its restart; the key
+-- is (id, created_at)) must not fail the batch, and must not alert twice.
+ON CONFLICT (trigger_id, event_id, action_index) DO NOTHING
 RETURNING id;
 
 -- name: add_rule_stats

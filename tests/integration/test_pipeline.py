@@ -222,3 +222,25 @@ def test_null_and_odd_fields_do_not_fire_and_do_not_stop_the_engine(
     assert log.count("unusual event row") == 2
     assert "unknown registry 'nonsense'" in log
     assert "tag1 is 1000000 characters" in log
+
+
+def test_an_event_id_written_twice_fires_once_and_stalls_nothing(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    config = setup_engine(tmp_path, database_url, redis_url, webhook_receiver)
+    replayed = {**feedback(agent_id=7, score=3), "id": "84532-99-0"}
+    with engine_processes(config, tmp_path, ["run"], ["worker"]) as (engine, _worker):
+        insert_events(database_url, [replayed])
+        webhook_receiver.wait_for(1)
+        # The indexer replays the same event (same id, a later created_at), then moves on.
+        insert_events(database_url, [replayed, feedback(agent_id=8, score=4)])
+        requests = webhook_receiver.wait_for(2)
+        wait_until(
+            lambda: query_value(database_url, "SELECT events FROM engine_cursors") == 3,
+            what="all three rows evaluated",
+        )
+        time.sleep(0.5)
+        assert engine.alive()
+    assert sorted(r.json["agent"] for r in webhook_receiver.requests) == [7, 8]
+    assert len(requests) == 2
+    assert query_value(database_url, "SELECT count(*) FROM action_results") == 2
