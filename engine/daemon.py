@@ -21,7 +21,13 @@ import redis
 
 from engine.config import Settings
 from engine.dispatcher import Dispatcher
-from engine.evaluator import BatchResult, CursorAheadError, CursorMovedError, Evaluator
+from engine.evaluator import (
+    POISON_ERRORS,
+    BatchResult,
+    CursorAheadError,
+    CursorMovedError,
+    Evaluator,
+)
 from engine.listener import Listener
 from engine.retention import Maintenance
 from engine.rulebook import RuleBook
@@ -44,6 +50,7 @@ class DaemonStats:
     suppressed: int = 0
     errors: int = 0
     unusual: int = 0
+    skipped: int = 0  # rows whose evaluation could not be recorded
     batches: int = 0
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
@@ -242,16 +249,46 @@ class Daemon:
         index = self.rulebook.index
         if index is None:
             return
+        # After a batch failed because of its rows, the rows of that batch are evaluated
+        # one by one (isolating counts them down) until the culprit is found and skipped.
+        isolating = 0
         while not self.stopping.is_set():
             async with self.pool.acquire() as conn:
-                result = await self.evaluator.run_batch(conn, index)
+                try:
+                    result = await self.evaluator.run_batch(
+                        conn, index, limit=1 if isolating else None
+                    )
+                except POISON_ERRORS as exc:
+                    isolating = await self._isolate(conn, isolating, exc)
+                    continue
             if result.events == 0:
                 return
+            isolating = max(0, isolating - result.events)
             self._count(result)
             await self._dispatch(result.action_ids)
-            if result.events < self.evaluator.batch_size:
+            if result.events < self.evaluator.batch_size and not isolating:
                 return
             await self._sweep_if_due()  # a long catch-up must not hold back due retries
+
+    async def _isolate(self, conn: asyncpg.Connection, isolating: int, exc: Exception) -> int:
+        """A batch failed because of its rows: find the row one by one, then skip it.
+
+        Returns how many rows are still to be evaluated one by one.
+        """
+        if not isolating:
+            log.warning(
+                "a batch could not be recorded; evaluating its rows one by one",
+                extra={"error": str(exc)[:500]},
+            )
+            return self.evaluator.batch_size
+        event_id = await self.evaluator.skip_next(conn)
+        self.stats.errors += 1
+        self.stats.skipped += 1
+        log.error(
+            "event skipped: its evaluation could not be recorded",
+            extra={"event_id": event_id, "error": str(exc)[:500]},
+        )
+        return max(0, isolating - 1)
 
     async def _sweep_if_due(self) -> None:
         if time.monotonic() >= self._next_sweep:

@@ -27,6 +27,17 @@ from sql import query
 log = logging.getLogger(__name__)
 
 
+#: Failures of a batch that come from its rows, not from the database being away: the
+#: same batch would fail the same way on every retry.
+POISON_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    UnicodeError,
+    ValueError,
+)
+
+
 class CursorAheadError(EngineError):
     """The cursor is beyond this cluster's transaction ids: evaluating would skip events."""
 
@@ -108,37 +119,62 @@ class Evaluator:
         self.position = CursorPosition(txid=row["txid"], seq=row["seq"])
         return self.position
 
-    async def run_batch(self, conn: asyncpg.Connection, index: RuleIndex) -> BatchResult:
-        """Evaluate one batch and commit it; returns what happened (after the commit)."""
-        if self.position is None:
-            await self.load_position(conn)
-        assert self.position is not None
-        start = self.position
+    async def run_batch(
+        self, conn: asyncpg.Connection, index: RuleIndex, *, limit: int | None = None
+    ) -> BatchResult:
+        """Evaluate one batch (``limit`` rows at most) and commit it; returns what happened."""
         result = BatchResult()
+        if self.position is None:  # outside the batch: a rollback must not undo it
+            await self.load_position(conn)
         async with conn.transaction():
-            rows = await conn.fetch(query("read_batch"), start.txid, start.seq, self.batch_size)
+            rows, end = await self._claim_next(conn, limit or self.batch_size)
             if not rows:
                 return result
-            last = rows[-1]
-            end = CursorPosition(txid=last["_txid"], seq=last["_seq"])
-            # Claim the cursor first: a concurrent engine blocks here on the row lock and
-            # then finds the position moved; nothing of this batch is evaluated twice.
-            status = await conn.execute(
-                query("cursor_advance"),
-                self.cursor_name,
-                end.txid,
-                end.seq,
-                start.txid,
-                start.seq,
-                len(rows),
-            )
-            if status != "UPDATE 1":
-                self.position = None
-                raise CursorMovedError(f"cursor {self.cursor_name!r} was moved by another engine")
             await self._evaluate(conn, rows, index, result)
         self.position = end
         self.total_events += result.events
         return result
+
+    async def skip_next(self, conn: asyncpg.Connection) -> str | None:
+        """Move the cursor past the next row without evaluating it; returns its id.
+
+        The last resort for a row whose evaluation cannot be recorded (a failure that
+        would repeat on every retry and so stall every event behind it).
+        """
+        if self.position is None:
+            await self.load_position(conn)
+        async with conn.transaction():
+            rows, end = await self._claim_next(conn, 1)
+            if not rows:
+                return None
+        self.position = end
+        return str(rows[0]["id"])
+
+    async def _claim_next(
+        self, conn: asyncpg.Connection, limit: int
+    ) -> tuple[list[asyncpg.Record], CursorPosition | None]:
+        """Read the next rows and advance the cursor past them, inside the caller's
+        transaction.  The cursor is claimed first: a concurrent engine blocks here on the
+        row lock and then finds the position moved, so nothing is evaluated twice."""
+        assert self.position is not None, "load_position first"
+        start = self.position
+        rows = await conn.fetch(query("read_batch"), start.txid, start.seq, limit)
+        if not rows:
+            return [], None
+        end = CursorPosition(txid=rows[-1]["_txid"], seq=rows[-1]["_seq"])
+        status = await conn.execute(
+            query("cursor_advance"),
+            self.cursor_name,
+            end.txid,
+            end.seq,
+            start.txid,
+            start.seq,
+            len(rows),
+        )
+        if status != "UPDATE 1":
+            self.position = None
+            raise CursorMovedError(f"cursor {self.cursor_name!r} was moved by another engine")
+        return rows, end
 
     async def _evaluate(
         self,

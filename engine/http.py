@@ -78,6 +78,11 @@ class DaemonCollector(Collector):
             ("engine_rule_errors", "Rule evaluations that raised", s.errors),
             ("engine_unusual_events", "Rows that looked malformed (logged once each)", s.unusual),
             (
+                "engine_skipped_events",
+                "Rows skipped: their evaluation could not be recorded",
+                s.skipped,
+            ),
+            (
                 "engine_enqueue_failures",
                 "Enqueues that failed (rows kept for the sweep)",
                 s.enqueue_failures,

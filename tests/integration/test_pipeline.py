@@ -244,3 +244,28 @@ def test_an_event_id_written_twice_fires_once_and_stalls_nothing(
     assert sorted(r.json["agent"] for r in webhook_receiver.requests) == [7, 8]
     assert len(requests) == 2
     assert query_value(database_url, "SELECT count(*) FROM action_results") == 2
+
+
+def test_a_row_whose_evaluation_cannot_be_recorded_is_skipped_not_retried_forever(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    # Stands for any failure that comes from a row's data (the database refuses what its
+    # evaluation writes): retrying the batch would fail the same way forever.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE action_results ADD CONSTRAINT refuse_poison"
+            " CHECK (event_id <> '84532-1-1')"
+        )
+    config = setup_engine(tmp_path, database_url, redis_url, webhook_receiver)
+    rows = [{**feedback(agent_id=i, score=1), "id": f"84532-1-{i}"} for i in range(4)]
+    with engine_processes(config, tmp_path, ["run"], ["worker"]) as (engine, _worker):
+        insert_events(database_url, rows)
+        requests = webhook_receiver.wait_for(3, timeout=20)
+        wait_until(
+            lambda: "event skipped: its evaluation could not be recorded" in engine.output(),
+            what="the skip logged",
+        )
+        assert engine.alive()
+    assert sorted(r.json["agent"] for r in requests) == [0, 2, 3]
+    assert query_value(database_url, "SELECT events FROM engine_cursors") == 4
+    assert "event_id=84532-1-1" in engine.output()
