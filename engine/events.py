@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 INTERNAL = ("_txid", "_seq")
+# A \u0000 escape in JSON text, not one whose backslash is itself escaped (\\u0000).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def plain(value: Any) -> Any:
@@ -71,15 +74,17 @@ def _default(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """Compact JSON for jsonb columns; anything unexpected becomes its text.
 
-    Never emits NaN or Infinity (jsonb refuses them, which would fail the whole batch):
-    non-finite floats become null.
+    Never emits what jsonb refuses, which would fail the whole batch: non-finite floats
+    become null, NUL characters U+FFFD.
     """
     try:
-        return json.dumps(
+        text = json.dumps(
             value, separators=(",", ":"), default=_default, ensure_ascii=False, allow_nan=False
         )
     except ValueError:
         return to_json(_finite(value))
+    # jsonb refuses \u0000 (a rule can write "\0" in YAML): U+FFFD keeps the batch alive.
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 def _finite(value: Any) -> Any:
