@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from telegram.helpers import escape_markdown
@@ -70,29 +71,21 @@ def _scan_plain(text: str) -> _Scan:
     return _Scan([True] * (n + 1), [()] * (n + 1))
 
 
-def _scan_html(text: str) -> _Scan:
-    n = len(text)
-    scan = _Scan([False] * (n + 1), [()] * (n + 1))
-    stack: Stack = ()
-    i = 0
-    while i < n:
-        scan.safe[i], scan.stacks[i] = True, stack
-        end = i + 1
-        if text[i] == "<" and (close := text.find(">", i)) != -1:
-            tag = text[i : close + 1]
-            name_match = _HTML_TAG_NAME.match(tag)
-            if name_match is not None:
-                name = name_match.group(1).lower()
-                if tag.startswith("</"):
-                    stack = _pop(stack, name)
-                else:
-                    stack = (*stack, Opener(name, tag, f"</{name}>"))
-            end = close + 1
-        elif text[i] == "&" and (entity := _HTML_ENTITY.match(text, i)) is not None:
-            end = entity.end()
-        i = end
-    scan.safe[n], scan.stacks[n] = True, stack
-    return scan
+def _scan_html_step(text: str, i: int, stack: Stack) -> tuple[int, Stack]:
+    """One HTML token from ``i``: a tag (opens or closes), an entity, or a character."""
+    if text[i] == "<" and (close := text.find(">", i)) != -1:
+        tag = text[i : close + 1]
+        name_match = _HTML_TAG_NAME.match(tag)
+        if name_match is not None:
+            name = name_match.group(1).lower()
+            if tag.startswith("</"):
+                stack = _pop(stack, name)
+            else:
+                stack = (*stack, Opener(name, tag, f"</{name}>"))
+        return close + 1, stack
+    if text[i] == "&" and (entity := _HTML_ENTITY.match(text, i)) is not None:
+        return entity.end(), stack
+    return i + 1, stack
 
 
 def _link_end(text: str, start: int) -> int:
@@ -161,23 +154,24 @@ def _scan_markdown_step(text: str, i: int, stack: Stack) -> tuple[int, Stack]:
     return i + 1, stack
 
 
-def _scan_markdown(text: str) -> _Scan:
+def _scan_tokens(text: str, step: Callable[[str, int, Stack], tuple[int, Stack]]) -> _Scan:
+    """Where a split may fall (token boundaries) and what is open there."""
     n = len(text)
     scan = _Scan([False] * (n + 1), [()] * (n + 1))
     stack: Stack = ()
     i = 0
     while i < n:
         scan.safe[i], scan.stacks[i] = True, stack
-        i, stack = _scan_markdown_step(text, i, stack)
+        i, stack = step(text, i, stack)
     scan.safe[n], scan.stacks[n] = True, stack
     return scan
 
 
 def _scan(text: str, parse_mode: str | None) -> _Scan:
     if parse_mode == "HTML":
-        return _scan_html(text)
+        return _scan_tokens(text, _scan_html_step)
     if parse_mode == "MarkdownV2":
-        return _scan_markdown(text)
+        return _scan_tokens(text, _scan_markdown_step)
     return _scan_plain(text)
 
 
