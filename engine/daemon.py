@@ -54,7 +54,6 @@ class DaemonStats:
     batches: int = 0
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
-    last_batch_at: float | None = None
 
 
 class LeaderLock:
@@ -303,7 +302,6 @@ class Daemon:
         s.errors += result.errors
         s.unusual += result.unusual
         s.batches += 1
-        s.last_batch_at = time.time()
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 

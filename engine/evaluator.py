@@ -55,7 +55,6 @@ class CursorPosition:
 @dataclass
 class BatchResult:
     events: int = 0
-    matched: int = 0
     fired: int = 0
     suppressed: int = 0
     errors: int = 0
@@ -102,7 +101,6 @@ class Evaluator:
         self.cursor_name = cursor_name
         self.batch_size = batch_size
         self.position: CursorPosition | None = None
-        self.total_events = 0
         self._logged: set[tuple[str, str | None, str]] = set()
 
     async def load_position(self, conn: asyncpg.Connection) -> CursorPosition:
@@ -132,7 +130,6 @@ class Evaluator:
                 return result
             await self._evaluate(conn, rows, index, result)
         self.position = end
-        self.total_events += result.events
         return result
 
     async def skip_next(self, conn: asyncpg.Connection) -> str | None:
@@ -227,7 +224,6 @@ class Evaluator:
                 continue
             for action in rule.actions:
                 pending.add(rule, action, event.get("id"), context_json)
-        result.matched = len(matches)
         await self._write(conn, states, dirty, pending, stats, result)
 
     def _match(
