@@ -40,8 +40,14 @@ class JobSettings:
     batch: int = 8  # actions run at once: the RQ job's own and up to batch - 1 waiting ones
 
 
-#: engine.dispatcher.job_id's prefix (actions must not import engine).
+#: The RQ job id of an action is this prefix and its action_results id.
 ACTION_JOB_PREFIX = "action-"
+
+
+def job_id(action_id: int) -> str:
+    """The RQ job id of action ``action_id`` (stable: enqueuing twice is harmless)."""
+    return f"{ACTION_JOB_PREFIX}{action_id}"
+
 
 # Atomically pop up to ARGV[1] waiting action jobs from the queue list KEYS[1] and delete
 # their job hashes.  RQ's per-job bookkeeping (about 20 Redis commands) is paid once per

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import redis
 from rq import Queue
 
-from actions.job import run_action
+from actions.job import job_id, run_action
 from engine.config import WorkerTunables
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 # "started" until its registry cleanup, minutes later: the row would wait that long.
 # Enqueuing again is harmless: of two jobs for one row, one claims it, the other skips.
 _PENDING_JOB_STATES = {b"queued", b"deferred", b"scheduled"}
-
-
-def job_id(action_id: int) -> str:
-    return f"action-{action_id}"
 
 
 class Dispatcher:
