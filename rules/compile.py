@@ -18,7 +18,7 @@ from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
-from rules.template_check import check_templates
+from rules.template_check import check_templates, context_event_fields
 from rules.test_specs import compile_tests
 from rules.throttle import compile_throttle
 from rules.where import compile_where
@@ -73,13 +73,18 @@ def compile_rule(
     stateful = "when" in expanded or "throttle" in expanded
     machine = _compile_machine(expanded, sink) if stateful else None
     raw_actions, expanded_actions = raw.get("actions"), expanded.get("actions")
+    actions_key = _key(raw_actions, expanded_actions)
     actions = sink.share(
-        ("actions", _key(raw_actions, expanded_actions)),
+        ("actions", actions_key),
         lambda: compile_actions(raw_actions, expanded_actions, sink, bot_names),
     )
+    context_fields = None
     if isinstance(expanded_actions, list):
         state_keys = [c.key for c in machine.conditions] if machine is not None else []
         check_templates(expanded_actions, per or (), state_keys, sink)
+        context_fields = sink.share(
+            ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
+        )
     names = [
         a.get("name") if isinstance(a, Mapping) else None
         for a in (expanded_actions if isinstance(expanded_actions, list) else [])
@@ -108,6 +113,7 @@ def compile_rule(
         residual=where.residual,
         predicate=where.predicate,
         machine=machine,
+        context_fields=context_fields,
     )
 
 

@@ -122,6 +122,8 @@ class Rule:
     residual: Predicate | None = field(default=None, repr=False)
     predicate: Predicate | None = field(default=None, repr=False)
     machine: StateMachine | None = field(default=None, repr=False)
+    # The event columns a firing's stored context keeps (None: all); see build_context.
+    context_fields: tuple[str, ...] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

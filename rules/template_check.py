@@ -48,6 +48,78 @@ def check_templates(
                     check_template(source, known, sink, ("actions", index, kind, *path))
 
 
+#: The event columns every stored context keeps, whatever the templates use: enough for
+#: an operator reading ``action_results.context`` to tell which event it was.
+CONTEXT_CORE_FIELDS: Final = (
+    "id",
+    "chain_id",
+    "block_number",
+    "transaction_hash",
+    "log_index",
+    "registry",
+    "event_type",
+    "agent_id",
+    "timestamp",
+)
+#: What an executor reads from the event itself, beyond the templates (mcp, see actions).
+_EXECUTOR_FIELDS: Final = {"verify_file_hash": ("file_uri", "file_hash")}
+
+
+def context_event_fields(actions: Sequence[Any]) -> tuple[str, ...] | None:
+    """The event columns a firing's stored context must hold for ``actions`` (the
+    ``${VAR}``-expanded list) to render exactly as with the whole row; None: the whole row.
+
+    The whole row is kept whenever a template uses ``event`` other than as a constant
+    ``event.X`` / ``event['X']`` lookup (``event | tojson``, ``event.items()``,
+    ``event[name]``, ``set e = event``...), so a projection can never change a rendering.
+    """
+    wanted = set(CONTEXT_CORE_FIELDS)
+    for action in actions:
+        if not isinstance(action, Mapping):
+            return None
+        for kind in ("telegram", "rest", "mcp"):
+            body = action.get(kind)
+            if not isinstance(body, Mapping):
+                continue
+            for key, fields in _EXECUTOR_FIELDS.items():
+                if body.get(key) not in (None, False):
+                    wanted.update(fields)
+            for _, source in _template_fields(kind, body):
+                used = _event_lookups(source)
+                if used is None:
+                    return None
+                wanted.update(used)
+    return tuple(name for name in EVENT_FIELDS if name in wanted)
+
+
+@lru_cache(maxsize=4096)
+def _event_lookups(source: str) -> frozenset[str] | None:
+    """The columns ``source`` looks up on ``event``; None if it uses ``event`` otherwise."""
+    if "{" not in source or "event" not in source:
+        return frozenset()
+    try:
+        tree = environment("none").parse(source)
+    except TemplateSyntaxError:
+        return None
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    looked_up: dict[int, str] = {}  # id(the `event` Name node) -> column
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if not isinstance(target, nodes.Name) or target.name != "event" or id(node) in called:
+            continue
+        if isinstance(node, nodes.Getattr):
+            name: Any = node.attr
+        else:
+            arg = getattr(node, "arg", None)
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        if isinstance(name, str) and name in EVENT_FIELDS:
+            looked_up[id(target)] = name
+    for use in tree.find_all(nodes.Name):
+        if use.name == "event" and (use.ctx != "load" or id(use) not in looked_up):
+            return None
+    return frozenset(looked_up.values())
+
+
 def _template_fields(kind: str, body: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
     fields = list(TEXT_FIELDS.get(kind, ()))
     if kind == "telegram":

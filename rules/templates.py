@@ -186,9 +186,20 @@ def build_context(
     template_state: Mapping[str, Any],
     fired_at: str,
 ) -> dict[str, Any]:
-    """The template context of one firing; plain JSON (stored in action_results.context)."""
+    """The template context of one firing; plain JSON (stored in action_results.context).
+
+    ``event`` holds the columns the rule's templates and executors read (rule.context_fields,
+    worked out at load), or the whole row when that cannot be known: every lookup a
+    template makes gives what it would on the whole row, and the stored row is small.
+    """
+    fields = rule.context_fields
+    if fields is None:
+        row = {**_EMPTY_ROW, **event}
+    else:
+        get = event.get
+        row = {name: get(name) for name in fields}
     return {
-        "event": _plain_row({**_EMPTY_ROW, **event}),
+        "event": _plain_row(row),
         "rule": {"id": rule.id, "description": rule.description, "owner": rule.owner},
         "group": _plain_row(dict(group)),
         "state": _plain_row(dict(template_state)),

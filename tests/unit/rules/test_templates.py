@@ -25,11 +25,16 @@ EVENT = {
 }
 
 
+# A rule whose template uses the whole row (`{{ event }}`): its context has every column,
+# so the tests below can render any template against it.
+WHOLE_ROW_ACTION = "actions: [{rest: {url: 'http://x', body: '{{ event }}'}}]"
+
+
 @pytest.fixture
 def context():
     rule = one_rule(
         "id: r\ndescription: d\nper: agent_id\nwhen: {ema: {of: score, window: 3, below: 99}}\n"
-        "actions: [{rest: {url: 'http://x'}}]"
+        + WHOLE_ROW_ACTION
     )
     step = rule.step(EVENT, None)
     return build_context(rule, EVENT, rule.group_values(EVENT), step.template_state, "T")
@@ -37,7 +42,7 @@ def context():
 
 def test_context_converts_what_is_not_plain_json():
     # Rows from the engine are plain and taken as they are; anything else is still converted.
-    rule = one_rule("id: r\nactions: [{rest: {url: 'http://x'}}]")
+    rule = one_rule("id: r\n" + WHOLE_ROW_ACTION)
     odd = {**EVENT, "score": Decimal("55"), "value": math.nan, "tag2": ("a", 1)}
     context = build_context(rule, odd, {"k": Decimal("1.5")}, {"ema": math.inf}, "T")
     assert (context["event"]["score"], context["event"]["value"]) == (55, None)
