@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.events import events_from_rows, to_json, unusual
+from engine.events import events_from_rows, to_json, unusual_events
 from rules import ActionSpec, Rule, RuleIndex, Step, build_context
 from rules.errors import EngineError
 from sql import query
@@ -65,33 +65,38 @@ class BatchResult:
 
 @dataclass
 class _PendingActions:
-    """Column arrays for one multi-row insert into action_results."""
+    """The rows of one multi-row insert into action_results (see ``columns``)."""
 
-    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(10)))
-    specs: dict[int, str] = field(default_factory=dict)  # id(action) -> its JSON, per batch
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # (id(rule), id(action)) -> its columns; equal rules of a load share their actions
+    fixed: dict[tuple[int, int], tuple[Any, ...]] = field(default_factory=dict)
 
     def add(self, rule: Rule, action: ActionSpec, event_id: Any, context_json: str) -> None:
-        retry = action.retry
-        spec = self.specs.get(id(action))
-        if spec is None:
-            spec = self.specs[id(action)] = to_json(action.raw)
-        values = (
-            rule.id,
-            None if event_id is None else str(event_id),
-            action.index,
-            action.kind,
-            action.name,
-            retry.attempts,
-            retry.backoff_s,
-            retry.max_backoff_s,
-            spec,
-            context_json,
-        )
-        for column, value in zip(self.columns, values, strict=True):
-            column.append(value)
+        key = (id(rule), id(action))
+        fixed = self.fixed.get(key)
+        if fixed is None:  # what the rows of one action share, built once per batch
+            retry = action.retry
+            fixed = self.fixed[key] = (
+                rule.id,
+                action.index,
+                action.kind,
+                action.name,
+                retry.attempts,
+                retry.backoff_s,
+                retry.max_backoff_s,
+                to_json(action.raw),
+            )
+        self.rows.append((None if event_id is None else str(event_id), context_json, fixed))
+
+    @property
+    def columns(self) -> tuple[list[Any], ...]:
+        """The insert_actions parameters: one array per column, in its order."""
+        event_ids, contexts, fixed = zip(*self.rows, strict=True)
+        t, i, k, n, a, b, m, s = (list(column) for column in zip(*fixed, strict=True))
+        return t, list(event_ids), i, k, n, a, b, m, s, list(contexts)
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self.rows)
 
 
 class Evaluator:
@@ -182,11 +187,9 @@ class Evaluator:
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
-        for event in events:
-            problems = unusual(event)
-            if problems:
-                result.unusual += 1
-                self._log_once(event, None, "unusual event row", "; ".join(problems))
+        for position, problems in unusual_events(events):
+            result.unusual += 1
+            self._log_once(events[position], None, "unusual event row", "; ".join(problems))
         last_ts = events[-1].get("timestamp")
         result.last_event_timestamp = last_ts if isinstance(last_ts, int) else None
         matches = self._match(events, index, result)

@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 INTERNAL = ("_txid", "_seq")
@@ -110,14 +111,44 @@ def unusual(event: Mapping[str, Any]) -> list[str]:
 
     Such rows are still evaluated; rules that cannot use them simply do not match.
     """
-    found = []
-    registry, event_type = event.get("registry"), event.get("event_type")
-    types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
-    if types is None:
-        found.append(f"unknown registry {str(registry)[:40]!r}")
-    elif event_type not in types:
-        found.append(f"unknown {registry} event type {str(event_type)[:40]!r}")
-    for key, value in event.items():
-        if type(value) is str and len(value) > LARGE_TEXT_CHARS:
-            found.append(f"{key} is {len(value)} characters")
-    return found
+    found = unusual_events([event])
+    return found[0][1] if found else []
+
+
+def unusual_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[str]]]:
+    """``unusual`` for a batch: (position, problems) of each row with any, in order.
+
+    Text sizes are checked per column, not per value (a batch's rows share their
+    columns): the largest value of each column is found in C, and only a column holding
+    a huge value is looked at row by row.  Checking 31 values of every row was a tenth
+    of the evaluator's time on a batch where every row fires.
+    """
+    found: dict[int, list[str]] = {}
+    for i, event in enumerate(events):
+        registry, event_type = event.get("registry"), event.get("event_type")
+        types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
+        if types is None:
+            found[i] = [f"unknown registry {str(registry)[:40]!r}"]
+        elif event_type not in types:
+            found[i] = [f"unknown {registry} event type {str(event_type)[:40]!r}"]
+    keys: dict[Any, None] = dict.fromkeys(events[0]) if events else {}
+    uniform = True
+    for event in events:
+        if event.keys() != keys.keys():  # never for one batch's rows; cheap to make sure
+            keys.update(dict.fromkeys(event))
+            uniform = False
+    for key in keys:
+        if uniform:
+            values = list(map(itemgetter(key), events))
+        else:
+            values = [event.get(key) for event in events]
+        try:
+            largest = max(map(len, filter(None, values)), default=0)
+        except TypeError:  # not a text column (numbers): only its text values count
+            largest = max(map(len, [v for v in values if type(v) is str]), default=0)
+        if largest <= LARGE_TEXT_CHARS:
+            continue
+        for i, value in enumerate(values):
+            if type(value) is str and len(value) > LARGE_TEXT_CHARS:
+                found.setdefault(i, []).append(f"{key} is {len(value)} characters")
+    return sorted(found.items())

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-from engine.events import events_from_rows, to_json, unusual
+from engine.events import events_from_rows, to_json, unusual, unusual_events
 
 
 def test_to_json_never_emits_what_jsonb_refuses() -> None:
@@ -41,3 +41,21 @@ def test_unusual_rows_are_described() -> None:
         "unknown identity event type 'Odd'",
         "tag is 70000 characters",
     ]
+
+
+def test_unusual_rows_of_a_batch_are_found_per_column() -> None:
+    good = {"registry": "reputation", "event_type": "NewFeedback", "score": 5, "tag1": "ok"}
+    batch = [
+        good,
+        {**good, "tag1": "x" * 70_000},
+        {**good, "score": None, "registry": "nonsense"},
+        good,
+        {**good, "tag1": "y" * 65_536},  # at the limit: not unusual
+        {**good, "tag1": None, "extra": "z" * 70_001},  # a row with a column of its own
+    ]
+    assert unusual_events(batch) == [
+        (1, ["tag1 is 70000 characters"]),
+        (2, ["unknown registry 'nonsense'"]),
+        (5, ["extra is 70001 characters"]),
+    ]
+    assert unusual_events([]) == []
