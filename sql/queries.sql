@@ -85,6 +85,11 @@ INSERT INTO trigger_state (trigger_id, group_key, state, updated_at)
 SELECT t, g, s::jsonb, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, g, s)
 ON CONFLICT (trigger_id, group_key) DO UPDATE SET state = EXCLUDED.state, updated_at = now();
 
+-- name: next_action_ids
+-- Ids for a COPY of many action rows (see engine.evaluator: COPY_FROM_ROWS).
+SELECT array_agg(nextval(pg_get_serial_sequence('action_results', 'id')))
+  FROM generate_series(1, $1::int);
+
 -- name: insert_actions
 INSERT INTO action_results (trigger_id, event_id, action_index, action_type, action_name,
                             max_attempts, backoff_s, max_backoff_s, spec, context)

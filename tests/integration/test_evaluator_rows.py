@@ -8,7 +8,7 @@ import asyncpg
 
 import sql
 from engine.emit import EVENT_COLUMNS, build_event
-from engine.evaluator import Evaluator
+from engine.evaluator import COPY_FROM_ROWS, Evaluator
 from rules import RuleIndex, load_rules_text
 from rules.fields import EVENT_FIELDS
 from rules.template_check import CONTEXT_CORE_FIELDS
@@ -89,3 +89,46 @@ async def test_each_rule_gets_its_own_rows_and_a_context_of_what_it_reads(
         else:
             assert (kind, name, attempts) == ("telegram", None, 5)
             assert json.loads(spec) == {"chat_id": 7, "text": "{{ event.tag1 }}"}
+
+
+def _insert(database_url: str, ids: list[str]) -> None:
+    with sql.connect(database_url) as conn:
+        for event_id in ids:
+            event = build_event(
+                "reputation", "NewFeedback", {"id": event_id, "agent_id": 1, "score": 1}
+            )
+            sql.run(conn, "insert_event", *(event.get(c) for c in EVENT_COLUMNS))
+
+
+async def test_a_large_batch_with_an_event_written_twice_fires_each_event_once(
+    database_url: str,
+) -> None:
+    """Large batches are written with COPY; a replayed event id must still be skipped."""
+    one = load_rules_text(
+        "rules:\n  - id: r\n    on: {registry: reputation}\n"
+        '    actions: [{rest: {url: "http://127.0.0.1:9/x"}}]\n',
+        "inline.yaml",
+        environ={},
+    )
+    index = RuleIndex(one.rules)
+    evaluator = Evaluator("main", 500)
+    first = [f"a{i}" for i in range(COPY_FROM_ROWS + 6)]
+    # The indexer replays three events among new ones (same ids, later created_at).
+    second = [f"b{i}" for i in range(COPY_FROM_ROWS + 6)]
+    second[10:10] = ["a3", "a4", "a5"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        _insert(database_url, first)
+        done = await evaluator.run_batch(conn, index)
+        assert (done.events, len(done.action_ids)) == (len(first), len(first))
+        _insert(database_url, second)
+        done = await evaluator.run_batch(conn, index)
+        assert (done.events, len(done.action_ids)) == (len(second), len(second) - 3)
+    finally:
+        await conn.close()
+    rows = query_all(database_url, "SELECT event_id, count(*) FROM action_results GROUP BY 1")
+    assert len(rows) == len(first) + len(second) - 3
+    assert {count for _, count in rows} == {1}
+    assert query_all(database_url, "SELECT events FROM engine_cursors") == [
+        (len(first) + len(second),)
+    ]
