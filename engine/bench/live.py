@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from engine.bench.processes import Receiver
+from sql import query
 
 
 @dataclass
@@ -156,3 +157,37 @@ async def ingest(dsn: str, workdir: Path, *, writers: int, seconds: float) -> Li
     out = workdir / f"ingest-{time.monotonic_ns()}.json"
     commits = await run_inserter(dsn, out, rate=0, seconds=seconds, writers=writers)
     return LiveRun(commits, [], [], [])
+
+
+async def write_floor(dsn: str, *, trigger_id: str, rows: int = 1000, runs: int = 5) -> list[float]:
+    """ms for PostgreSQL alone to write ``rows`` action rows like the last ones of
+    ``trigger_id`` (ids taken, COPY, commit: the engine's way), the floor under a batch
+    where every event fires.  The rows are deleted again."""
+    from engine.evaluator import ACTION_COLUMNS  # the engine's own column list
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        sample = await conn.fetch(
+            "SELECT " + ", ".join(ACTION_COLUMNS[1:]) + " FROM action_results"
+            " WHERE trigger_id = $1 ORDER BY id DESC LIMIT $2",
+            trigger_id,
+            rows,
+        )
+        if not sample:
+            return []
+        times = []
+        for run in range(runs):
+            records = [("bench-floor", f"{run}-{i}", *row[2:]) for i, row in enumerate(sample)]
+            started = time.perf_counter()
+            async with conn.transaction():
+                ids = await conn.fetchval(query("next_action_ids"), len(records))
+                await conn.copy_records_to_table(
+                    "action_results",
+                    records=[(i, *r) for i, r in zip(ids, records, strict=True)],
+                    columns=ACTION_COLUMNS,
+                )
+            times.append((time.perf_counter() - started) * 1000)
+        await conn.execute("DELETE FROM action_results WHERE trigger_id = 'bench-floor'")
+        return times
+    finally:
+        await conn.close()

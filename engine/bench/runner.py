@@ -303,6 +303,20 @@ def _live(
                 "NOTIFY to a bare listener",
                 out,
             )
+            if key == "copy":
+                floor = asyncio.run(live.write_floor(dsn, trigger_id="bench-live", rows=batch))
+                print_figure(
+                    Figure(
+                        f"2-live-copy-{int(rate)}-write-floor",
+                        f"queued p50, {label}",
+                        percentile(run.queued_ms, 50),
+                        "ms",
+                        f"PostgreSQL alone writing {batch:,} such action rows (COPY, commit)",
+                        median(floor),
+                        higher_is_better=False,
+                    ),
+                    out,
+                )
         baseline_rss = rss_kib(engine.pid)[0] / 1024
         print_section("3. end-to-end: INSERT commit -> webhook received, 100 firings/s", out)
         _forget_queued(dsn, redis_url)

@@ -23,6 +23,7 @@ FIGURES = [
     "2-live-single-1000-p99",
     "2-live-copy-1000-p50",
     "2-live-copy-1000-p99",
+    "2-live-copy-1000-write-floor",
     "2-live-copy-mix-1000-p50",
     "2-live-copy-mix-1000-p99",
     "3-e2e-100-p50",
