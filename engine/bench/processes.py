@@ -94,10 +94,13 @@ def wait_for(check: Any, what: str, timeout_s: float = 60.0, interval_s: float =
     raise TimeoutError(f"bench: timed out waiting for {what}")
 
 
-def scalar(dsn: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(sql, params).fetchone()
-        return None if row is None else row[0]
+def scalar(db: str | psycopg.Connection[Any], sql: str, *params: Any) -> Any:
+    """The first value of ``sql``'s first row, on a connection or a new one to a DSN."""
+    if isinstance(db, str):
+        with psycopg.connect(db, autocommit=True) as conn:
+            return scalar(conn, sql, *params)
+    row = db.execute(sql, params).fetchone()
+    return None if row is None else row[0]
 
 
 def wait_engine_ready(dsn: str, rules: int, proc: subprocess.Popen[bytes]) -> None:
@@ -118,6 +121,13 @@ def rss_kib(pid: int) -> tuple[int, int]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(rest.split()[0])
     return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog is 5: 16 workers' connections arriving at once
+    # overflowed it, and a dropped SYN is retried after a second (a 1,064 ms "delivery").
+    request_queue_size = 128
 
 
 class Receiver:
@@ -155,8 +165,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
