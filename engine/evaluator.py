@@ -235,7 +235,8 @@ class Evaluator:
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
-        for position, problems in unusual_events(events):
+        # events_from_rows gives every event of the batch the same columns
+        for position, problems in unusual_events(events, columns=list(events[0])):
             result.unusual += 1
             self._log_once(events[position], None, "unusual event row", "; ".join(problems))
         last_ts = events[-1].get("timestamp")

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -47,9 +47,9 @@ def events_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     names = list(rows[0].keys())
     keep = [i for i, name in enumerate(names) if name not in INTERNAL]
     keys = [names[i] for i in keep]
-    first = len(names) - len(keep)
-    if keep == list(range(first, len(names))):  # the cursor columns come first
-        events = [dict(zip(keys, list(row.values())[first:], strict=True)) for row in rows]
+    if keep == list(range(len(keep))):  # the cursor columns come last (read_batch)
+        # zip stops before the cursor columns
+        events = [dict(zip(keys, row.values(), strict=False)) for row in rows]
     else:
         events = [
             dict(zip(keys, [v for i, v in enumerate(row.values()) if i in keep], strict=True))
@@ -115,7 +115,9 @@ def unusual(event: Mapping[str, Any]) -> list[str]:
     return found[0][1] if found else []
 
 
-def unusual_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[str]]]:
+def unusual_events(
+    events: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None
+) -> list[tuple[int, list[str]]]:
     """``unusual`` for a batch: (position, problems) of each row with any, in order.
 
     Text sizes are checked per column, not per value (a batch's rows share their
@@ -131,16 +133,13 @@ def unusual_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[
             found[i] = [f"unknown registry {str(registry)[:40]!r}"]
         elif event_type not in types:
             found[i] = [f"unknown {registry} event type {str(event_type)[:40]!r}"]
-    keys: dict[Any, None] = dict.fromkeys(events[0]) if events else {}
-    uniform = True
-    for event in events:
-        if event.keys() != keys.keys():  # never for one batch's rows; cheap to make sure
-            keys.update(dict.fromkeys(event))
-            uniform = False
+    # ``columns``: every event's keys, when the caller knows they are the same for all
+    # (events_from_rows); else each key of any event is looked at.
+    keys = columns if columns is not None else dict.fromkeys(k for e in events for k in e)
     for key in keys:
-        if uniform:
+        try:
             values = list(map(itemgetter(key), events))
-        else:
+        except KeyError:  # rows with columns of their own
             values = [event.get(key) for event in events]
         try:
             largest = max(map(len, filter(None, values)), default=0)

@@ -62,12 +62,14 @@ UPDATE engine_cursors
 -- name: read_batch
 -- Gap-safe: only rows of transactions older than the oldest one still running are
 -- read, so a transaction that began earlier and commits later is never skipped.
-SELECT txid::text AS _txid, seq AS _seq,
-       id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+-- The cursor columns come last: engine.events turns a row into an event by zipping the
+-- event columns' names with its values, which stops before them.
+SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
        event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
        client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
        validator_address, request_hash, response, response_uri, response_hash, tag,
-       created_at, value, value_decimals, endpoint, request_uri
+       created_at, value, value_decimals, endpoint, request_uri,
+       txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())

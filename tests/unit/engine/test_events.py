@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import pytest
+
 from engine.events import events_from_rows, to_json, unusual, unusual_events
 
 
@@ -20,14 +22,29 @@ def test_to_json_keeps_a_literal_backslash_u0000() -> None:
     assert json.loads(to_json(literal)) == "a \\u0000 in text, and a real \ufffd"
 
 
-def test_rows_become_plain_values() -> None:
+@pytest.mark.parametrize("cursor_at", ["last", "first", "between"])
+def test_rows_become_plain_values(cursor_at: str) -> None:
     when = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-    rows = [
-        {"_txid": "5", "_seq": 1, "id": "a", "value": Decimal("12"), "created_at": when},
-        {"_txid": "5", "_seq": 2, "id": "b", "value": Decimal("1.5"), "created_at": None},
-        {"_txid": "6", "_seq": 3, "id": "c", "value": Decimal("NaN"), "created_at": when},
-    ]
+    rows = []
+    for n, (txid, seq, event_id, value, created) in enumerate(
+        [
+            ("5", 1, "a", Decimal("12"), when),
+            ("5", 2, "b", Decimal("1.5"), None),
+            ("6", 3, "c", Decimal("NaN"), when),
+        ]
+    ):
+        event = {"id": event_id, "value": value, "created_at": created}
+        cursor = {"_txid": txid, "_seq": seq}
+        if cursor_at == "last":  # read_batch's order
+            rows.append({**event, **cursor})
+        elif cursor_at == "first":
+            rows.append({**cursor, **event})
+        else:
+            rows.append({"id": event_id, **cursor, "value": value, "created_at": created})
+        assert len(rows[n]) == 5
     events = events_from_rows(rows)
+    assert [list(e) for e in events] == [["id", "value", "created_at"]] * 3
+    assert [e["id"] for e in events] == ["a", "b", "c"]
     assert [e["value"] for e in events] == [12, 1.5, "NaN"]
     assert events[0]["created_at"] == "2026-11-25T12:00:00+00:00"
     assert events[1]["created_at"] is None
@@ -59,3 +76,9 @@ def test_unusual_rows_of_a_batch_are_found_per_column() -> None:
         (5, ["extra is 70001 characters"]),
     ]
     assert unusual_events([]) == []
+    # Rows as wide as each other but with different columns: each column still checked.
+    same_width = [{"tag1": "a", "score": 1}, {"tag2": "b" * 70_000, "score": 2}]
+    assert [p for _, p in unusual_events(same_width)] == [
+        ["unknown registry 'None'"],
+        ["unknown registry 'None'", "tag2 is 70000 characters"],
+    ]
