@@ -126,13 +126,20 @@ def unusual_events(
     of the evaluator's time on a batch where every row fires.
     """
     found: dict[int, list[str]] = {}
-    for i, event in enumerate(events):
-        registry, event_type = event.get("registry"), event.get("event_type")
-        types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
-        if types is None:
-            found[i] = [f"unknown registry {str(registry)[:40]!r}"]
-        elif event_type not in types:
-            found[i] = [f"unknown {registry} event type {str(event_type)[:40]!r}"]
+    kinds = [(event.get("registry"), event.get("event_type")) for event in events]
+    try:  # a batch holds a handful of distinct kinds: judge each once
+        odd = {kind: problem for kind in set(kinds) if (problem := _kind_problem(*kind))}
+    except TypeError:  # an unhashable registry or type (not from a database row)
+        odd = None
+    for i, kind in enumerate(kinds):
+        if odd is None:
+            problem = _kind_problem(*kind)
+        elif kind not in odd:
+            continue
+        else:
+            problem = odd[kind]
+        if problem:
+            found[i] = [problem]
     # ``columns``: every event's keys, when the caller knows they are the same for all
     # (events_from_rows); else each key of any event is looked at.
     keys = columns if columns is not None else dict.fromkeys(k for e in events for k in e)
@@ -151,3 +158,12 @@ def unusual_events(
             if type(value) is str and len(value) > LARGE_TEXT_CHARS:
                 found.setdefault(i, []).append(f"{key} is {len(value)} characters")
     return sorted(found.items())
+
+
+def _kind_problem(registry: Any, event_type: Any) -> str | None:
+    types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
+    if types is None:
+        return f"unknown registry {str(registry)[:40]!r}"
+    if event_type not in types:
+        return f"unknown {registry} event type {str(event_type)[:40]!r}"
+    return None
