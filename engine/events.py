@@ -51,8 +51,9 @@ def events_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         # zip stops before the cursor columns
         events = [dict(zip(keys, row.values(), strict=False)) for row in rows]
     else:
+        kept = set(keep)
         events = [
-            dict(zip(keys, [v for i, v in enumerate(row.values()) if i in keep], strict=True))
+            dict(zip(keys, [v for i, v in enumerate(row.values()) if i in kept], strict=True))
             for row in rows
         ]
     for key in keys:
@@ -164,6 +165,6 @@ def _kind_problem(registry: Any, event_type: Any) -> str | None:
     types = KNOWN_EVENT_TYPES.get(registry) if isinstance(registry, str) else None
     if types is None:
         return f"unknown registry {str(registry)[:40]!r}"
-    if event_type not in types:
+    if not isinstance(event_type, str) or event_type not in types:
         return f"unknown {registry} event type {str(event_type)[:40]!r}"
     return None

@@ -82,7 +82,10 @@ def test_unusual_rows_of_a_batch_are_found_per_column() -> None:
         ["unknown registry 'None'"],
         ["unknown registry 'None'", "tag2 is 70000 characters"],
     ]
-    # A registry no database row can hold (unhashable) is still described.
+    # A registry or type no database row can hold (unhashable) is still described.
     assert unusual_events([{"registry": ["x"], "event_type": "A"}]) == [
         (0, ["unknown registry \"['x']\""])
+    ]
+    assert unusual_events([{"registry": "identity", "event_type": ["A"]}]) == [
+        (0, ["unknown identity event type \"['A']\""])
     ]
