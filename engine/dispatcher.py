@@ -254,15 +254,14 @@ class Dispatcher:
         template[w.created_at] = utcformat(now())
         keys = [w.queues_key, w.queue_key]
         per_job: list[bytes | str] = []
-        prefix, dumps, func_name, compress = w.key_prefix, w.dumps, w.func_name, zlib.compress
         for action_id in action_ids:
-            keys.append(prefix + job_id(action_id))
+            keys.append(w.key_prefix + job_id(action_id))
             per_job.append(_description(action_id))
-            per_job.append(compress(dumps((func_name, None, (action_id,), {}))))
+            per_job.append(w.job_data(action_id))
         template[w.enqueued_at] = utcformat(now())
         at = (w.description + 1, w.data + 1)  # Lua counts from 1
         head: list[bytes | str | int] = [
-            len(prefix.encode()),
+            len(w.key_prefix.encode()),
             w.status_field,
             w.status,
             len(template),

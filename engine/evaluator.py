@@ -88,13 +88,11 @@ class _PendingActions:
             )
         self.rows.append((None if event_id is None else str(event_id), context_json, fixed))
 
-    def records(self, ids: list[int]) -> list[tuple[Any, ...]]:
-        """The rows for a COPY into ACTION_COLUMNS, with their ids given."""
+    def records(self) -> list[tuple[Any, ...]]:
+        """The rows in ACTION_COLUMNS order, without the id (see copy_action_rows)."""
         return [
-            (action_id, t, event_id, i, k, n, a, b, m, s, context)
-            for action_id, (event_id, context, (t, i, k, n, a, b, m, s)) in zip(
-                ids, self.rows, strict=True
-            )
+            (t, event_id, i, k, n, a, b, m, s, context)
+            for event_id, context, (t, i, k, n, a, b, m, s) in self.rows
         ]
 
     @property
@@ -127,6 +125,17 @@ ACTION_COLUMNS = (
 )
 
 
+async def copy_action_rows(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> list[int]:
+    """COPY action rows (ACTION_COLUMNS without the id) with ids taken first; their ids."""
+    ids: list[int] = await conn.fetchval(query("next_action_ids"), len(records))
+    await conn.copy_records_to_table(
+        "action_results",
+        records=[(i, *r) for i, r in zip(ids, records, strict=True)],
+        columns=ACTION_COLUMNS,
+    )
+    return ids
+
+
 async def _insert_actions(conn: asyncpg.Connection, pending: _PendingActions) -> list[int]:
     """Write the batch's action rows; returns their ids (those of rows not written before).
 
@@ -134,13 +143,9 @@ async def _insert_actions(conn: asyncpg.Connection, pending: _PendingActions) ->
     insert_actions query), so it runs in a savepoint and such a batch takes the INSERT.
     """
     if len(pending) >= COPY_FROM_ROWS:
-        ids: list[int] = await conn.fetchval(query("next_action_ids"), len(pending))
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "action_results", records=pending.records(ids), columns=ACTION_COLUMNS
-                )
-            return ids
+                return await copy_action_rows(conn, pending.records())
         except asyncpg.UniqueViolationError:
             pass
     rows = await conn.fetch(query("insert_actions"), *pending.columns)

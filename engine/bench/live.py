@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from engine.bench.processes import Receiver
-from sql import query
+from engine.evaluator import ACTION_COLUMNS, copy_action_rows
 
 
 @dataclass
@@ -163,8 +163,6 @@ async def write_floor(dsn: str, *, trigger_id: str, rows: int = 1000, runs: int 
     """ms for PostgreSQL alone to write ``rows`` action rows like the last ones of
     ``trigger_id`` (ids taken, COPY, commit: the engine's way), the floor under a batch
     where every event fires.  The rows are deleted again."""
-    from engine.evaluator import ACTION_COLUMNS  # the engine's own column list
-
     conn = await asyncpg.connect(dsn)
     try:
         sample = await conn.fetch(
@@ -180,12 +178,7 @@ async def write_floor(dsn: str, *, trigger_id: str, rows: int = 1000, runs: int 
             records = [("bench-floor", f"{run}-{i}", *row[2:]) for i, row in enumerate(sample)]
             started = time.perf_counter()
             async with conn.transaction():
-                ids = await conn.fetchval(query("next_action_ids"), len(records))
-                await conn.copy_records_to_table(
-                    "action_results",
-                    records=[(i, *r) for i, r in zip(ids, records, strict=True)],
-                    columns=ACTION_COLUMNS,
-                )
+                await copy_action_rows(conn, records)  # the evaluator's own write
             times.append((time.perf_counter() - started) * 1000)
         await conn.execute("DELETE FROM action_results WHERE trigger_id = 'bench-floor'")
         return times
