@@ -96,7 +96,7 @@ SELECT array_agg(nextval('action_results_id_seq')) FROM generate_series(1, $1::i
 -- name: insert_actions
 INSERT INTO action_results (trigger_id, event_id, action_index, action_type, action_name,
                             max_attempts, backoff_s, max_backoff_s, spec, context)
-SELECT t, e, i, k, n, a, b, m, s::jsonb, c::jsonb
+SELECT t, e, i, k, n, a, b, m, s::json, c::json
   FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
               $6::int[], $7::real[], $8::real[], $9::text[], $10::text[])
        AS u(t, e, i, k, n, a, b, m, s, c)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import psycopg
+
 from engine.migrate import migrate
 from sql import migrations
 from tests.processes import query_all, query_value
@@ -136,3 +140,38 @@ def test_plain_postgres_keeps_a_plain_table(empty_database_url: str) -> None:
             query_value(empty_database_url, "SELECT relkind FROM pg_class WHERE relname = 'events'")
             == "r"
         )
+
+
+def test_an_older_action_results_is_converted_keeping_its_rows(empty_database_url: str) -> None:
+    """A database migrated before 003 holds spec and context as jsonb: the upgrade turns
+    them into json without losing or changing a row, and a second migrate does nothing."""
+    migrate(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        # Back to the schema as 001 left it, with a row written then.
+        conn.execute(
+            "ALTER TABLE action_results ALTER spec TYPE jsonb USING spec::jsonb,"
+            " ALTER context TYPE jsonb USING context::jsonb"
+        )
+        conn.execute("DELETE FROM engine_migrations WHERE name = '003_action_json'")
+        conn.execute(
+            "INSERT INTO action_results (trigger_id, event_id, action_index, action_type,"
+            " spec, context) VALUES ('r', 'e-1', 0, 'webhook', %s::jsonb, %s::jsonb)",
+            ('{"type": "webhook", "url": "http://x/"}', '{"event": {"id": "e-1", "score": 7}}'),
+        )
+
+    report = migrate(empty_database_url)
+
+    assert report.applied == ["003_action_json"]
+    types = dict(
+        query_all(
+            empty_database_url,
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'action_results' AND column_name IN ('spec', 'context')",
+        )
+    )
+    assert types == {"spec": "json", "context": "json"}
+    row = query_all(empty_database_url, "SELECT spec::text, context::text FROM action_results")
+    assert [(json.loads(s), json.loads(c)) for s, c in row] == [
+        ({"type": "webhook", "url": "http://x/"}, {"event": {"id": "e-1", "score": 7}})
+    ]
+    assert migrate(empty_database_url).applied == []
