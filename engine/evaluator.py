@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.events import events_from_rows, to_json, unusual_events
+from engine.events import events_from_rows, read_batch_query, to_json, unusual_rows
 from rules import ActionSpec, Rule, RuleIndex, Step, build_context
 from rules.errors import EngineError
 from sql import query
@@ -183,7 +183,7 @@ class Evaluator:
         if self.position is None:  # outside the batch: a rollback must not undo it
             await self.load_position(conn)
         async with conn.transaction():
-            rows, end = await self._claim_next(conn, limit or self.batch_size)
+            rows, end = await self._claim_next(conn, limit or self.batch_size, index.event_fields)
             if not rows:
                 return result
             await self._evaluate(conn, rows, index, result)
@@ -206,14 +206,14 @@ class Evaluator:
         return str(rows[0]["id"])
 
     async def _claim_next(
-        self, conn: asyncpg.Connection, limit: int
+        self, conn: asyncpg.Connection, limit: int, columns: tuple[str, ...] | None = None
     ) -> tuple[list[asyncpg.Record], CursorPosition | None]:
         """Read the next rows and advance the cursor past them, inside the caller's
         transaction.  The cursor is claimed first: a concurrent engine blocks here on the
         row lock and then finds the position moved, so nothing is evaluated twice."""
         assert self.position is not None, "load_position first"
         start = self.position
-        rows = await conn.fetch(query("read_batch"), start.txid, start.seq, limit)
+        rows = await conn.fetch(read_batch_query(columns), start.txid, start.seq, limit)
         if not rows:
             return [], None
         end = CursorPosition(txid=rows[-1]["_txid"], seq=rows[-1]["_seq"])
@@ -240,8 +240,7 @@ class Evaluator:
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
-        # events_from_rows gives every event of the batch the same columns
-        for position, problems in unusual_events(events, columns=list(events[0])):
+        for position, problems in unusual_rows(rows, events):
             result.unusual += 1
             self._log_once(events[position], None, "unusual event row", "; ".join(problems))
         last_ts = events[-1].get("timestamp")

@@ -8,12 +8,58 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-INTERNAL = ("_txid", "_seq")
+from rules.fields import EVENT_FIELDS, TEXT
+from sql import query
+
+INTERNAL = ("_unread", "_txid", "_seq")
 # A \u0000 escape in JSON text, not one whose backslash is itself escaped (\\u0000).
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+#: What the evaluator itself reads from every row, whatever the rules name: the id (action
+#: rows, logs), the kind (the index, the unusual-row check) and the block time (lag).
+EVALUATOR_FIELDS = ("id", "chain_id", "registry", "event_type", "timestamp")
+
+
+#: The event columns that are text in the table (created_at is a timestamptz that rules
+#: see as ISO text).
+_TEXT_COLUMNS = frozenset(n for n, kind in EVENT_FIELDS.items() if kind == TEXT) - {"created_at"}
+
+
+@lru_cache(maxsize=64)
+def read_batch_query(columns: tuple[str, ...] | None) -> str:
+    """sql/queries.sql's read_batch, selecting only ``columns`` (None: every column).
+
+    The names come from rules.fields.EVENT_FIELDS, never from input: anything else is
+    refused.  The cursor columns stay last (see events_from_rows).
+    """
+    full = query("read_batch")
+    if columns is None:
+        return full
+    wanted = set(columns) | set(EVALUATOR_FIELDS)
+    unknown = wanted - set(EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"not event columns: {sorted(unknown)}")
+    head, cursor, tail = full.partition("txid::text AS _txid")
+    comments, select, _ = head.partition("SELECT ")
+    if not select or not cursor:
+        raise ValueError("sql/queries.sql read_batch no longer has the expected shape")
+    names = ", ".join(f'"{name}"' for name in EVENT_FIELDS if name in wanted)
+    # A huge text in a column not read is still worth its log line (see unusual_rows):
+    # octet_length does not decompress a stored value, so this costs next to nothing.
+    unread = [n for n in EVENT_FIELDS if n in _TEXT_COLUMNS and n not in wanted]
+    checks = ", ".join(
+        f'CASE WHEN octet_length("{n}") > {LARGE_TEXT_CHARS} THEN CASE WHEN'
+        f' length("{n}") > {LARGE_TEXT_CHARS} THEN \'{n} is \' || length("{n}")'
+        " || ' characters' END END"
+        for n in unread
+    )
+    long_text = f"nullif(concat_ws('; ', {checks}), '')" if unread else "NULL::text"
+    return f"{comments}SELECT {names},\n       {long_text} AS _unread, {cursor}{tail}"
 
 
 def plain(value: Any) -> Any:
@@ -158,6 +204,22 @@ def unusual_events(
         for i, value in enumerate(values):
             if type(value) is str and len(value) > LARGE_TEXT_CHARS:
                 found.setdefault(i, []).append(f"{key} is {len(value)} characters")
+    return sorted(found.items())
+
+
+def unusual_rows(
+    rows: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, list[str]]]:
+    """``unusual_events`` for the events of ``rows`` (as events_from_rows made them),
+    plus what the read query found in the columns it did not read (``_unread``)."""
+    if not events:
+        return []
+    # events_from_rows gives every event of the batch the same columns
+    found = dict(unusual_events(events, columns=list(events[0])))
+    if "_unread" in rows[0]:
+        for i, row in enumerate(rows):
+            if text := row["_unread"]:
+                found.setdefault(i, []).extend(text.split("; "))
     return sorted(found.items())
 
 

@@ -18,7 +18,7 @@ from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
-from rules.template_check import check_templates, context_event_fields
+from rules.template_check import check_templates, context_event_fields, rule_event_fields
 from rules.test_specs import compile_tests
 from rules.throttle import compile_throttle
 from rules.where import compile_where
@@ -93,6 +93,8 @@ def compile_rule(
     if sink.count != before or rule_id is None or on is None or per is None:
         return None
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
+    read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
+    event_fields = None if read is None else sink.share(("event_fields", read), lambda: read)
     return Rule(
         id=rule_id,
         description=expanded.get("description"),
@@ -114,6 +116,7 @@ def compile_rule(
         predicate=where.predicate,
         machine=machine,
         context_fields=context_fields,
+        event_fields=event_fields,
     )
 
 

@@ -124,6 +124,8 @@ class Rule:
     machine: StateMachine | None = field(default=None, repr=False)
     # The event columns a firing's stored context keeps (None: all); see build_context.
     context_fields: tuple[str, ...] | None = field(default=None, repr=False)
+    # Every event column the rule reads (None: all); the evaluator reads no other.
+    event_fields: tuple[str, ...] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

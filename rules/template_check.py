@@ -92,6 +92,34 @@ def context_event_fields(actions: Sequence[Any]) -> tuple[str, ...] | None:
     return tuple(name for name in EVENT_FIELDS if name in wanted)
 
 
+def rule_event_fields(
+    context_fields: tuple[str, ...] | None, *logic: Any
+) -> tuple[str, ...] | None:
+    """The event columns a rule reads at all: what its stored context keeps, plus every
+    column its ``on`` / ``where`` / ``per`` / ``when`` / ``throttle`` (``logic``, as
+    expanded) names; None when its templates need the whole row.
+
+    The logic parts are walked whole: any key or text value that is a column name counts
+    (``where: {score: …}``, ``when: {ema: {of: score}}``, ``per: agent_id``). Counting a
+    value that merely looks like a column (``tag1: score``) only reads one more column;
+    missing one would hand a rule a NULL, so nothing is left out.
+    """
+    if context_fields is None:
+        return None
+    wanted = {*context_fields, "chain_id", "registry", "event_type"}
+    pending = list(logic)
+    while pending:
+        part = pending.pop()
+        if isinstance(part, Mapping):
+            wanted.update(k for k in part if isinstance(k, str) and k in EVENT_FIELDS)
+            pending.extend(part.values())
+        elif isinstance(part, list | tuple):
+            pending.extend(part)
+        elif isinstance(part, str) and part in EVENT_FIELDS:
+            wanted.add(part)
+    return tuple(name for name in EVENT_FIELDS if name in wanted)
+
+
 @lru_cache(maxsize=4096)
 def _event_lookups(source: str) -> frozenset[str] | None:
     """The columns ``source`` looks up on ``event``; None if it uses ``event`` otherwise."""

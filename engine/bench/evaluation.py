@@ -19,9 +19,9 @@ from engine.bench.data import COLUMNS
 from engine.config import EngineTunables, Settings
 from engine.daemon import Daemon
 from engine.evaluator import Evaluator
+from engine.events import read_batch_query
 from engine.rulebook import RuleBook
 from rules import RuleIndex, load_rules_text
-from sql import query
 
 
 def load_index(texts: list[str]) -> tuple[RuleIndex, float]:
@@ -60,15 +60,16 @@ async def _reset(conn: asyncpg.Connection, redis_url: str) -> None:
         client.close()
 
 
-async def read_rate(dsn: str, batch_size: int) -> float:
-    """Rows/s read through the cursor query alone (the baseline)."""
+async def read_rate(dsn: str, batch_size: int, columns: tuple[str, ...] | None = None) -> float:
+    """Rows/s read through the cursor query alone (the baseline): the engine's own query,
+    selecting the columns it reads for the same rules (``RuleIndex.event_fields``)."""
     conn = await asyncpg.connect(dsn)
     try:
         txid, seq, total = "0", 0, 0
         started = time.perf_counter()
         while True:
             async with conn.transaction():
-                rows = await conn.fetch(query("read_batch"), txid, seq, batch_size)
+                rows = await conn.fetch(read_batch_query(columns), txid, seq, batch_size)
             if not rows:
                 break
             total += len(rows)

@@ -35,6 +35,9 @@ from engine.bench.processes import (
 from engine.bench.report import Figure, median, percentile, print_figure, print_section
 from engine.bench.stack import bench_stack, reset_database
 from engine.config import WorkerTunables
+from engine.events import EVALUATOR_FIELDS
+from rules import RuleIndex
+from rules.fields import EVENT_FIELDS
 from sql import query
 
 
@@ -98,7 +101,7 @@ def _eval_figure(
     index, load_s = evaluation.load_index(texts)
     engine_rates, read_rates, fired = [], [], 0
     for _ in range(opts.runs):
-        read_rates.append(asyncio.run(evaluation.read_rate(stack_dsn, BATCH)))
+        read_rates.append(asyncio.run(evaluation.read_rate(stack_dsn, BATCH, index.event_fields)))
         rate, events, fired = asyncio.run(
             evaluation.engine_rate(stack_dsn, redis_url, index, BATCH)
         )
@@ -112,10 +115,17 @@ def _eval_figure(
             "events/s",
             "cursor read",
             median(read_rates),
-            note=f"{rows:,} events, {fired:,} firings, rules compiled in {load_s:.1f}s",
+            note=f"{rows:,} events, {fired:,} firings, rules compiled in {load_s:.1f}s, "
+            f"{_columns_read(index)} read",
         ),
         out,
     )
+
+
+def _columns_read(index: RuleIndex) -> str:
+    fields = index.event_fields
+    read = len(EVENT_FIELDS) if fields is None else len(set(fields) | set(EVALUATOR_FIELDS))
+    return f"{read} of {len(EVENT_FIELDS)} columns"
 
 
 def _latency_figures(

@@ -6,6 +6,7 @@ import json
 
 import asyncpg
 
+import engine.events
 import sql
 from engine.emit import EVENT_COLUMNS, build_event
 from engine.evaluator import COPY_FROM_ROWS, Evaluator
@@ -132,3 +133,117 @@ async def test_a_large_batch_with_an_event_written_twice_fires_each_event_once(
     assert query_all(database_url, "SELECT events FROM engine_cursors") == [
         (len(first) + len(second),)
     ]
+
+
+NARROW_RULES = """
+  - id: {p}where
+    on: {{registry: reputation}}
+    where: {{any: [{{score: {{lt: 30}}}}, {{value: {{gt: 4}}}}]}}
+    actions: [{{rest: {{url: "http://127.0.0.1:9/x", body: "{{{{ event.tag2 }}}}"}}}}]
+  - id: {p}ema
+    on: {{registry: reputation}}
+    per: client_address
+    when: {{ema: {{of: value, window: 3, above: 1}}}}
+    actions:
+      - telegram: {{chat_id: 1, text: "{{{{ state.ema }}}} {{{{ group.client_address }}}}"}}
+"""
+
+
+async def test_reading_only_the_named_columns_changes_no_firing(database_url: str) -> None:
+    """The same rules evaluated through a narrowed read and through a whole-row read (one
+    rule of the second set needs every column) write the same rows and states."""
+    narrow = load_rules_text("rules:\n" + NARROW_RULES.format(p="n-"), "n.yaml", environ={})
+    wide = load_rules_text(
+        "rules:\n"
+        + NARROW_RULES.format(p="w-")
+        + "  - id: whole\n"
+        + '    actions: [{rest: {url: "http://x/", body: "{{ event | tojson }}"}}]\n',
+        "w.yaml",
+        environ={},
+    )
+    narrow_index, wide_index = RuleIndex(narrow.rules), RuleIndex(wide.rules)
+    assert narrow_index.event_fields is not None and "value" in narrow_index.event_fields
+    assert "token_uri" not in narrow_index.event_fields
+    assert wide_index.event_fields is None
+    with sql.connect(database_url) as conn:
+        for i in range(120):  # above COPY_FROM_ROWS firings, so both write paths run
+            event = build_event(
+                "reputation",
+                "NewFeedback",
+                {
+                    "id": f"ev{i}",
+                    "agent_id": i % 7,
+                    "score": (i * 37) % 100,
+                    "value": (i * 13) % 9,
+                    "value_decimals": 0,
+                    "tag2": f"t{i}",
+                    "token_uri": f"ipfs://{i}",
+                    "client_address": f"0xC{i % 3}",
+                },
+            )
+            sql.run(conn, "insert_event", *(event.get(c) for c in EVENT_COLUMNS))
+    conn = await asyncpg.connect(database_url)
+    try:
+        done_n = await Evaluator("narrow", 500).run_batch(conn, narrow_index)
+        done_w = await Evaluator("wide", 500).run_batch(conn, wide_index)
+    finally:
+        await conn.close()
+    assert done_n.events == done_w.events == 120
+    assert done_w.fired == done_n.fired + 120  # `whole` fires on every event
+
+    def rows_of(prefix: str) -> list[tuple[object, ...]]:
+        rows = query_all(
+            database_url,
+            "SELECT substr(trigger_id, 3), event_id, action_index, spec::text, context::text"
+            " FROM action_results WHERE trigger_id LIKE $1 ORDER BY 1, 2, 3",
+            prefix + "%",
+        )
+        out = []
+        for name, event_id, index, spec, context in rows:
+            stored = json.loads(context)
+            del stored["rule"], stored["fired_at"]
+            out.append((name, event_id, index, spec, stored))
+        return out
+
+    narrow_rows = rows_of("n-")
+    assert len(narrow_rows) > COPY_FROM_ROWS
+    assert {r[0] for r in narrow_rows} == {"where", "ema"}
+    assert narrow_rows == rows_of("w-")
+    states = query_all(
+        database_url,
+        "SELECT substr(trigger_id, 1, 1), group_key, state::text FROM trigger_state"
+        " WHERE trigger_id LIKE '_-ema' ORDER BY 2, 1",
+    )
+    assert [(g, s) for p, g, s in states if p == "n"] == [(g, s) for p, g, s in states if p == "w"]
+    assert len(states) == 6
+
+
+async def test_a_huge_text_in_a_column_no_rule_reads_is_still_reported(database_url: str) -> None:
+    loaded = load_rules_text(
+        "rules:\n  - id: r\n    where: {score: {lt: 50}}\n"
+        '    actions: [{rest: {url: "http://127.0.0.1:9/x"}}]\n',
+        "inline.yaml",
+        environ={},
+    )
+    index = RuleIndex(loaded.rules)
+    assert index.event_fields is not None and "tag2" not in index.event_fields
+    texts = {"big": "x" * 70_000, "wide": "é" * 40_000, "small": "ok"}  # "wide": 80,000 bytes
+    with sql.connect(database_url) as conn:
+        for name, text in texts.items():
+            event = build_event(
+                "reputation", "NewFeedback", {"id": name, "agent_id": 1, "score": 1, "tag2": text}
+            )
+            sql.run(conn, "insert_event", *(event.get(c) for c in EVENT_COLUMNS))
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(engine.events.read_batch_query(index.event_fields), "0", 0, 10)
+        done = await Evaluator("main", 100).run_batch(conn, index)
+    finally:
+        await conn.close()
+    assert [(r["id"], r["_unread"]) for r in rows] == [
+        ("big", "tag2 is 70000 characters"),
+        ("wide", None),
+        ("small", None),
+    ]
+    assert "tag2" not in rows[0]
+    assert (done.events, done.fired, done.unusual) == (3, 3, 1)

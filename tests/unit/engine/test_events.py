@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import events_from_rows, to_json, unusual, unusual_events
+from engine.events import events_from_rows, read_batch_query, to_json, unusual, unusual_events
+from rules.fields import EVENT_FIELDS
+from sql import query
 
 
 def test_to_json_never_emits_what_jsonb_refuses() -> None:
@@ -89,3 +91,27 @@ def test_unusual_rows_of_a_batch_are_found_per_column() -> None:
     assert unusual_events([{"registry": "identity", "event_type": ["A"]}]) == [
         (0, ["unknown identity event type \"['A']\""])
     ]
+
+
+def test_the_read_query_selects_the_named_columns_and_what_the_evaluator_needs() -> None:
+    text = read_batch_query(("score", "agent_id"))
+    select = text[text.index("SELECT ") + 7 : text.index("nullif(")]
+    assert select.split() == [
+        '"id",',
+        '"chain_id",',
+        '"registry",',
+        '"event_type",',
+        '"agent_id",',
+        '"timestamp",',
+        '"score",',
+    ]
+    # the text columns not read are checked for huge values in SQL, the cursor comes last
+    assert 'length("tag1")' in text and 'length("registry")' not in text
+    assert "AS _unread, txid::text AS _txid, seq AS _seq" in text
+    assert read_batch_query(None) == query("read_batch")
+    assert "NULL::text AS _unread" in read_batch_query(tuple(EVENT_FIELDS))
+
+
+def test_the_read_query_refuses_a_name_that_is_not_an_event_column() -> None:
+    with pytest.raises(ValueError, match="not event columns"):
+        read_batch_query(("score", "1; DROP TABLE events"))
