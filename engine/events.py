@@ -30,6 +30,17 @@ EVALUATOR_FIELDS = ("id", "chain_id", "registry", "event_type", "timestamp")
 _TEXT_COLUMNS = frozenset(n for n, kind in EVENT_FIELDS.items() if kind == TEXT) - {"created_at"}
 
 
+def columns_read(columns: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The event columns a read for ``columns`` selects, in table order (None: all)."""
+    if columns is None:
+        return tuple(EVENT_FIELDS)
+    wanted = set(columns) | set(EVALUATOR_FIELDS)
+    unknown = wanted - set(EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"not event columns: {sorted(unknown)}")
+    return tuple(name for name in EVENT_FIELDS if name in wanted)
+
+
 @lru_cache(maxsize=64)
 def read_batch_query(columns: tuple[str, ...] | None) -> str:
     """sql/queries.sql's read_batch, selecting only ``columns`` (None: every column).
@@ -40,15 +51,12 @@ def read_batch_query(columns: tuple[str, ...] | None) -> str:
     full = query("read_batch")
     if columns is None:
         return full
-    wanted = set(columns) | set(EVALUATOR_FIELDS)
-    unknown = wanted - set(EVENT_FIELDS)
-    if unknown:
-        raise ValueError(f"not event columns: {sorted(unknown)}")
+    wanted = columns_read(columns)
     head, cursor, tail = full.partition("txid::text AS _txid")
     comments, select, _ = head.partition("SELECT ")
     if not select or not cursor:
         raise ValueError("sql/queries.sql read_batch no longer has the expected shape")
-    names = ", ".join(f'"{name}"' for name in EVENT_FIELDS if name in wanted)
+    names = ", ".join(f'"{name}"' for name in wanted)
     # A huge text in a column not read is still worth its log line (see unusual_rows):
     # octet_length does not decompress a stored value, so this costs next to nothing.
     unread = [n for n in EVENT_FIELDS if n in _TEXT_COLUMNS and n not in wanted]

@@ -35,7 +35,7 @@ from engine.bench.processes import (
 from engine.bench.report import Figure, median, percentile, print_figure, print_section
 from engine.bench.stack import bench_stack, reset_database
 from engine.config import WorkerTunables
-from engine.events import EVALUATOR_FIELDS
+from engine.events import columns_read
 from rules import RuleIndex
 from rules.fields import EVENT_FIELDS
 from sql import query
@@ -123,9 +123,7 @@ def _eval_figure(
 
 
 def _columns_read(index: RuleIndex) -> str:
-    fields = index.event_fields
-    read = len(EVENT_FIELDS) if fields is None else len(set(fields) | set(EVALUATOR_FIELDS))
-    return f"{read} of {len(EVENT_FIELDS)} columns"
+    return f"{len(columns_read(index.event_fields))} of {len(EVENT_FIELDS)} columns"
 
 
 def _latency_figures(
