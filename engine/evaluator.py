@@ -9,6 +9,7 @@ never talks to Redis: the dispatcher enqueues after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -65,11 +66,11 @@ class BatchResult:
 
 @dataclass
 class _PendingActions:
-    """The rows of one multi-row insert into action_results (see ``columns``)."""
+    """Action rows of one write: a COPY (``records``) or a multi-row insert (``columns``)."""
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
     # (id(rule), id(action)) -> its columns; equal rules of a load share their actions
     fixed: dict[tuple[int, int], tuple[Any, ...]] = field(default_factory=dict)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     def add(self, rule: Rule, action: ActionSpec, event_id: Any, context_json: str) -> None:
         key = (id(rule), id(action))
@@ -106,9 +107,9 @@ class _PendingActions:
         return len(self.rows)
 
 
-#: From this many action rows a batch writes them with COPY (ids taken beforehand):
-#: 1,000 rows 20 ms against 26 ms for the multi-row INSERT; below it the fewer round
-#: trips of the INSERT win (a live batch of one event).
+#: From this many action rows a chunk is written with COPY (ids taken beforehand): 1,000
+#: rows 20 ms against 26 ms for the multi-row INSERT; below it the fewer round trips of
+#: the INSERT win (a live batch of one event).
 COPY_FROM_ROWS = 64
 ACTION_COLUMNS = (
     "id",
@@ -123,11 +124,33 @@ ACTION_COLUMNS = (
     "spec",
     "context",
 )
+#: A batch's action rows are written in chunks of this many while the rest of the batch
+#: is evaluated: PostgreSQL writes one chunk on the other core while this one builds the
+#: next (docs/performance.md, change 15).
+WRITE_CHUNK_ROWS = 256
+#: Ids are taken for this many rows at most at a time (see _ChunkWriter).
+ID_BLOCK = 1024
+#: While a chunk is in flight the evaluation yields to it every this many matches: each
+#: of its round trips needs the event loop.
+YIELD_EVERY = 16
 
 
-async def copy_action_rows(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> list[int]:
-    """COPY action rows (ACTION_COLUMNS without the id) with ids taken first; their ids."""
-    ids: list[int] = await conn.fetchval(query("next_action_ids"), len(records))
+async def take_action_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+    ids: list[int] = await conn.fetchval(query("next_action_ids"), count)
+    return ids
+
+
+class _EventWrittenTwice(Exception):
+    """A COPY met an action row already there: the indexer wrote an event id twice."""
+
+
+async def copy_action_rows(
+    conn: asyncpg.Connection, records: list[tuple[Any, ...]], ids: list[int] | None = None
+) -> list[int]:
+    """COPY action rows (ACTION_COLUMNS without the id) with ``ids`` (or ids taken first);
+    their ids."""
+    if ids is None:
+        ids = await take_action_ids(conn, len(records))
     await conn.copy_records_to_table(
         "action_results",
         records=[(i, *r) for i, r in zip(ids, records, strict=True)],
@@ -136,28 +159,81 @@ async def copy_action_rows(conn: asyncpg.Connection, records: list[tuple[Any, ..
     return ids
 
 
-async def _insert_actions(conn: asyncpg.Connection, pending: _PendingActions) -> list[int]:
-    """Write the batch's action rows; returns their ids (those of rows not written before).
+class _ChunkWriter:
+    """Writes a batch's action rows a chunk at a time, one chunk in flight.
 
-    COPY cannot skip a row already there (an event id the indexer wrote twice, see the
-    insert_actions query), so it runs in a savepoint and such a batch takes the INSERT.
+    Nothing else uses the connection while a chunk is in flight: the evaluation that goes
+    on meanwhile is Python only.  Every chunk is part of the batch's transaction, so the
+    batch still commits or rolls back whole.  ``copy`` False: every chunk by the INSERT,
+    which skips rows already there (see Evaluator.run_batch).
     """
-    if len(pending) >= COPY_FROM_ROWS:
-        try:
-            async with conn.transaction():
-                return await copy_action_rows(conn, pending.records())
-        except asyncpg.UniqueViolationError:
-            pass
-    rows = await conn.fetch(query("insert_actions"), *pending.columns)
-    return [row["id"] for row in rows]
+
+    def __init__(self, conn: asyncpg.Connection, *, copy: bool, most: int) -> None:
+        self.conn = conn
+        self.copy = copy
+        self.ids: list[int] = []
+        self._task: asyncio.Future[list[int]] | None = None
+        # Ids are taken for as many rows as may still come (``most`` in all, every match
+        # firing), up to a few chunks: one round trip serves several chunks, and ids left
+        # unused are few (a sequence has gaps anyway).
+        self._unwritten = most
+        self._spare: list[int] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self, pending: _PendingActions) -> None:
+        """Wait for the chunk in flight, then start writing ``pending``."""
+        await self.finish()
+        self._task = asyncio.ensure_future(self._write(pending))
+        await asyncio.sleep(0)  # it sends its first statement
+
+    async def finish(self, rest: _PendingActions | None = None) -> list[int]:
+        """Wait for the chunk in flight (its failure is the batch's), write ``rest``;
+        the ids of every row written, in order."""
+        task, self._task = self._task, None
+        if task is not None:
+            self.ids.extend(await task)
+        if rest is not None and len(rest):
+            self.ids.extend(await self._write(rest))
+        return self.ids
+
+    async def settle(self) -> None:
+        """After a failure elsewhere: let the chunk in flight end, so the connection is
+        free for the rollback.  Its own outcome no longer matters."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so not logged as lost
+
+    async def _write(self, pending: _PendingActions) -> list[int]:
+        count = len(pending)
+        if self.copy and count >= COPY_FROM_ROWS:
+            if len(self._spare) < count:
+                take = max(count, min(self._unwritten, ID_BLOCK)) - len(self._spare)
+                self._spare += await take_action_ids(self.conn, take)
+            ids, self._spare = self._spare[:count], self._spare[count:]
+            self._unwritten -= count
+            try:
+                return await copy_action_rows(self.conn, pending.records(), ids)
+            except asyncpg.UniqueViolationError as exc:
+                raise _EventWrittenTwice from exc
+        rows = await self.conn.fetch(query("insert_actions"), *pending.columns)
+        self._unwritten -= count
+        return [row["id"] for row in rows]
 
 
 class Evaluator:
     """Evaluates batches of events against the current rule index."""
 
-    def __init__(self, cursor_name: str, batch_size: int) -> None:
+    def __init__(
+        self, cursor_name: str, batch_size: int, *, write_chunk_rows: int = WRITE_CHUNK_ROWS
+    ) -> None:
         self.cursor_name = cursor_name
         self.batch_size = batch_size
+        self.write_chunk_rows = write_chunk_rows
         self.position: CursorPosition | None = None
         self._logged: set[tuple[str, str | None, str]] = set()
 
@@ -178,15 +254,28 @@ class Evaluator:
     async def run_batch(
         self, conn: asyncpg.Connection, index: RuleIndex, *, limit: int | None = None
     ) -> BatchResult:
-        """Evaluate one batch (``limit`` rows at most) and commit it; returns what happened."""
-        result = BatchResult()
+        """Evaluate one batch (``limit`` rows at most) and commit it; returns what happened.
+
+        Action rows are written by COPY, which cannot skip a row already there (an event id
+        the indexer wrote twice, see the insert_actions query).  Such a batch rolls back
+        whole and is evaluated again with the INSERT, which skips it.
+        """
         if self.position is None:  # outside the batch: a rollback must not undo it
             await self.load_position(conn)
+        try:
+            return await self._run_batch(conn, index, limit or self.batch_size, copy=True)
+        except _EventWrittenTwice:
+            return await self._run_batch(conn, index, limit or self.batch_size, copy=False)
+
+    async def _run_batch(
+        self, conn: asyncpg.Connection, index: RuleIndex, limit: int, *, copy: bool
+    ) -> BatchResult:
+        result = BatchResult()
         async with conn.transaction():
-            rows, end = await self._claim_next(conn, limit or self.batch_size, index.event_fields)
+            rows, end = await self._claim_next(conn, limit, index.event_fields)
             if not rows:
                 return result
-            await self._evaluate(conn, rows, index, result)
+            await self._evaluate(conn, rows, index, result, copy=copy)
         self.position = end
         return result
 
@@ -237,6 +326,8 @@ class Evaluator:
         rows: list[asyncpg.Record],
         index: RuleIndex,
         result: BatchResult,
+        *,
+        copy: bool,
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
@@ -248,10 +339,31 @@ class Evaluator:
         matches = self._match(events, index, result)
         states = await self._load_states(conn, matches)
         stats: dict[str, Counter[str]] = {}
-        pending = _PendingActions()
+        most = sum(len(rule.actions) for _, rule, _ in matches)
+        writer = _ChunkWriter(conn, copy=copy, most=most)
+        try:
+            dirty, pending = await self._step_all(matches, states, stats, writer, result)
+            result.action_ids = await writer.finish(pending)
+        finally:
+            await writer.settle()
+        await self._write(conn, states, dirty, stats)
+
+    async def _step_all(
+        self,
+        matches: list[tuple[dict[str, Any], Rule, str]],
+        states: dict[tuple[str, str], dict[str, Any]],
+        stats: dict[str, Counter[str]],
+        writer: _ChunkWriter,
+        result: BatchResult,
+    ) -> tuple[set[tuple[str, str]], _PendingActions]:
+        """Step every match; firings become action rows, handed to ``writer`` a chunk at
+        a time as they fill.  Returns the state groups changed and the rows not handed."""
         dirty: set[tuple[str, str]] = set()
+        pending = _PendingActions()
         fired_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        for event, rule, key in matches:
+        for n, (event, rule, key) in enumerate(matches):
+            if n % YIELD_EVERY == 0 and writer.busy:
+                await asyncio.sleep(0)
             counter = stats.setdefault(rule.id, Counter())
             counter["matched"] += 1
             try:
@@ -280,7 +392,10 @@ class Evaluator:
                 continue
             for action in rule.actions:
                 pending.add(rule, action, event.get("id"), context_json)
-        await self._write(conn, states, dirty, pending, stats, result)
+            if len(pending) >= self.write_chunk_rows:
+                await writer.start(pending)
+                pending = _PendingActions(pending.fixed)
+        return dirty, pending
 
     def _match(
         self, events: list[dict[str, Any]], index: RuleIndex, result: BatchResult
@@ -317,9 +432,7 @@ class Evaluator:
         conn: asyncpg.Connection,
         states: dict[tuple[str, str], dict[str, Any]],
         dirty: set[tuple[str, str]],
-        pending: _PendingActions,
         stats: dict[str, Counter[str]],
-        result: BatchResult,
     ) -> None:
         if dirty:
             ordered = sorted(dirty)
@@ -329,8 +442,6 @@ class Evaluator:
                 [k[1] for k in ordered],
                 [to_json(states[k]) for k in ordered],
             )
-        if len(pending):
-            result.action_ids = await _insert_actions(conn, pending)
         if stats:
             ids = list(stats)
             await conn.execute(
