@@ -262,10 +262,11 @@ class Evaluator:
         """
         if self.position is None:  # outside the batch: a rollback must not undo it
             await self.load_position(conn)
+        limit = limit or self.batch_size
         try:
-            return await self._run_batch(conn, index, limit or self.batch_size, copy=True)
+            return await self._run_batch(conn, index, limit, copy=True)
         except _EventWrittenTwice:
-            return await self._run_batch(conn, index, limit or self.batch_size, copy=False)
+            return await self._run_batch(conn, index, limit, copy=False)
 
     async def _run_batch(
         self, conn: asyncpg.Connection, index: RuleIndex, limit: int, *, copy: bool

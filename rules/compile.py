@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
-from rules.fields import EVENT_FIELDS, suggest
+from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
 from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
@@ -38,7 +38,6 @@ RULE_KEYS: Final = (
     "tests",
 )
 LOGIC_KEYS: Final = ("on", "where", "per", "when")
-ON_KEYS: Final = ("chain_id", "registry", "event_type")
 REGISTRIES: Final = ("identity", "reputation", "validation")
 ID_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
 

@@ -15,6 +15,9 @@ TEXT: Final = "text"
 INTEGER: Final = "integer"
 NUMBER: Final = "number"
 
+#: The columns of a rule's ``on`` (the index's key: chain, registry, event type).
+ON_KEYS: Final = ("chain_id", "registry", "event_type")
+
 #: Every column of the ``events`` table a rule may refer to, with its JSON type.
 EVENT_FIELDS: Final[dict[str, str]] = {
     "id": TEXT,

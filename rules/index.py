@@ -15,11 +15,10 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from rules.fields import EVENT_FIELDS, fold_hex
+from rules.fields import EVENT_FIELDS, ON_KEYS, fold_hex
 from rules.matchers import Predicate
 from rules.model import Rule, on_value
 
-ON_KEYS: Final = ("chain_id", "registry", "event_type")
 #: Distinct (chain, registry, event_type) triples cached; hostile input cannot grow it past.
 MAX_CACHED_TRIPLES: Final = 4096
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 
-from rules.fields import EVENT_FIELDS, suggest
+from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
 from rules.reporting import Problems
 from rules.templates import (
     CONTEXT_NAMES,
@@ -106,7 +106,7 @@ def rule_event_fields(
     """
     if context_fields is None:
         return None
-    wanted = {*context_fields, "chain_id", "registry", "event_type"}
+    wanted = {*context_fields, *ON_KEYS}
     pending = list(logic)
     while pending:
         part = pending.pop()
