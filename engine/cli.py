@@ -70,7 +70,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from engine.up import run_up
+    from devkit.up import run_up
 
     return run_up(root=Path.cwd(), config_path=args.config, demo=args.demo)
 
@@ -158,7 +158,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import BenchOptions, run_bench
+    from devkit.bench import BenchOptions, run_bench
 
     return run_bench(
         BenchOptions(

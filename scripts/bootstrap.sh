@@ -2,7 +2,7 @@
 # Installs what `make run` and `make test` need, and nothing when it is all there:
 #   - PostgreSQL server programs and redis-server (Debian/Ubuntu packages), when missing;
 #   - .venv with the project and its dev tools, reinstalled when pyproject.toml changed.
-# Our own servers are started by engine/localstack/ on free ports: the system services
+# Our own servers are started by devkit/localstack/ on free ports: the system services
 # these packages may start are never used (and need not run).
 set -euo pipefail
 

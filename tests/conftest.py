@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `from tests.fakes... import` without installing tests
     sys.path.insert(0, str(ROOT))
 
-from engine.localstack import PostgresServer, RedisServer, pid_alive, stop_abandoned  # noqa: E402
+from devkit.localstack import PostgresServer, RedisServer, pid_alive, stop_abandoned  # noqa: E402
 from tests.fakes.webhook import WebhookReceiver  # noqa: E402
 
 # CI runs the property tests with a fixed seed: a run must not turn red by chance.

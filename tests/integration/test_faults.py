@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.localstack import PostgresServer, RedisServer, free_port
+from devkit.localstack import PostgresServer, RedisServer, free_port
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
     CHAIN_ID,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.localstack import PostgresServer, free_port
+from devkit.localstack import PostgresServer, free_port
 from engine.migrate import apply_migrations
 from tests.fakes.webhook import WebhookReceiver
 from tests.processes import engine_processes, insert_events, query_value, wait_until, write_config

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from engine.localstack import PostgresServer, RedisServer, pid_alive, port_is_free
+from devkit.localstack import PostgresServer, RedisServer, pid_alive, port_is_free
 from tests.fakes.webhook import WebhookReceiver
 
 

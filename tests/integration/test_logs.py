@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.localstack import free_port
+from devkit.localstack import free_port
 from tests.processes import ROOT, write_config
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.localstack import pid_alive
+from devkit.localstack import pid_alive
 from tests.processes import ROOT, wait_until
 
 UP_READY_TIMEOUT_S = 90  # the first start runs initdb

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from engine.demo import DemoStream
+from devkit.demo import DemoStream
+from devkit.up import DEMO_INTERVAL_S
 from engine.emit import build_event
-from engine.up import DEMO_INTERVAL_S
 from rules import load_rules
 from rules.evaluate import evaluate_stream
 from rules.index import RuleIndex

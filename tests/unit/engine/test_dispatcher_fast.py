@@ -31,9 +31,9 @@ from rq.utils import utcparse
 
 import engine.dispatcher as dispatcher_module
 from actions.job import job_id, run_action
+from devkit.localstack.common import free_port
 from engine.config import WorkerTunables
 from engine.dispatcher import Dispatcher
-from engine.localstack.common import free_port
 
 TUNABLES = WorkerTunables()
 TIMESTAMP_FIELDS = (b"created_at", b"enqueued_at")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.bench.data import EventGenerator, chunked, live_rule_yaml, rule_set_yaml
-from engine.bench.evaluation import insert_backlog
-from engine.bench.inserter import LIVE
-from engine.bench.processes import (
+from devkit.bench.data import EventGenerator, chunked, live_rule_yaml, rule_set_yaml
+from devkit.bench.evaluation import insert_backlog
+from devkit.bench.inserter import LIVE
+from devkit.bench.processes import (
     engine_command,
     rss_kib,
     scalar,
@@ -17,7 +17,7 @@ from engine.bench.processes import (
     wait_for,
     write_config,
 )
-from engine.bench.stack import reset_database
+from devkit.bench.stack import reset_database
 
 
 def engine_rss_mib(

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from engine.localstack.common import (
+from devkit.localstack.common import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     LocalStackError,

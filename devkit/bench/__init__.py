@@ -7,6 +7,6 @@ and 6), ``live`` (figures 2, 3 and the doorbell), ``throughput`` (figure 4), ``m
 
 from __future__ import annotations
 
-from engine.bench.runner import BenchOptions, run_bench
+from devkit.bench.runner import BenchOptions, run_bench
 
 __all__ = ["BenchOptions", "run_bench"]

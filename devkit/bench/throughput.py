@@ -17,10 +17,10 @@ import redis
 from rq import Queue, Worker
 from rq.registry import FinishedJobRegistry
 
-from engine.bench.data import EventGenerator
-from engine.bench.evaluation import insert_backlog
-from engine.bench.inserter import LIVE
-from engine.bench.processes import engine_command, scalar, spawned, wait_for
+from devkit.bench.data import EventGenerator
+from devkit.bench.evaluation import insert_backlog
+from devkit.bench.inserter import LIVE
+from devkit.bench.processes import engine_command, scalar, spawned, wait_for
 from engine.config import WorkerTunables
 from engine.dispatcher import Dispatcher
 from engine.evaluator import Evaluator
@@ -34,12 +34,12 @@ def workers_up(connection: redis.Redis, queue: Queue, count: int) -> bool:
 
 
 def noop_rate(redis_url: str, workers: int, jobs: int, logdir: Path) -> float:
-    from engine.bench.noop import noop
+    from devkit.bench.noop import noop
 
     connection = redis.Redis.from_url(redis_url)
     connection.flushdb()
     queue = Queue(NOOP_QUEUE, connection=connection)
-    command = [sys.executable, "-m", "engine.bench.noop", redis_url, NOOP_QUEUE]
+    command = [sys.executable, "-m", "devkit.bench.noop", redis_url, NOOP_QUEUE]
     with spawned([command] * workers, logdir):
         wait_for(lambda: workers_up(connection, queue, workers), "no-op workers")
         prepared = [Queue.prepare_data(noop, result_ttl=600) for _ in range(jobs)]

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import redis
 
-from engine.bench.data import COLUMNS
+from devkit.bench.data import COLUMNS
 from engine.config import EngineTunables, Settings
 from engine.daemon import Daemon
 from engine.evaluator import Evaluator

@@ -1,6 +1,6 @@
 """RQ's own floor: a no-op job and an in-process SimpleWorker to run it.
 
-``python -m engine.bench.noop REDIS_URL QUEUE`` runs one SimpleWorker until SIGTERM.
+``python -m devkit.bench.noop REDIS_URL QUEUE`` runs one SimpleWorker until SIGTERM.
 """
 
 from __future__ import annotations

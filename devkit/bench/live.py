@@ -1,6 +1,6 @@
 """Figures 2 and 3 and the doorbell's cost: latencies of a running ``engine run``.
 
-A separate process inserts (``engine.bench.inserter``); the bench process holds a bare
+A separate process inserts (``devkit.bench.inserter``); the bench process holds a bare
 asyncpg listener that hears both the doorbell (``new_event``: the baseline) and the
 bench-only ``bench_queued`` notification sent by the commit of the engine's queued rows.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.bench.processes import Receiver
+from devkit.bench.processes import Receiver
 from engine.evaluator import ACTION_COLUMNS, copy_action_rows
 
 
@@ -76,7 +76,7 @@ async def run_inserter(
     writers: int = 1,
     fire_every: int = 1,
 ) -> list[list[Any]]:
-    command = [sys.executable, "-m", "engine.bench.inserter", dsn, str(out)]
+    command = [sys.executable, "-m", "devkit.bench.inserter", dsn, str(out)]
     command += ["--rate", str(rate), "--seconds", str(seconds), "--batch", str(batch)]
     command += ["--writers", str(writers), "--fire-every", str(fire_every)]
     proc = await asyncio.create_subprocess_exec(*command, stderr=subprocess.PIPE)

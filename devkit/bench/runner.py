@@ -15,15 +15,15 @@ import psycopg
 import redis
 from rq import Queue
 
-from engine.bench import evaluation, live, memory, throughput
-from engine.bench.data import (
+from devkit.bench import evaluation, live, memory, throughput
+from devkit.bench.data import (
     EventGenerator,
     chunked,
     live_rule_yaml,
     rule_set_yaml,
     shared_key_yaml,
 )
-from engine.bench.processes import (
+from devkit.bench.processes import (
     Receiver,
     engine_command,
     rss_kib,
@@ -32,8 +32,8 @@ from engine.bench.processes import (
     wait_for,
     write_config,
 )
-from engine.bench.report import Figure, median, percentile, print_figure, print_section
-from engine.bench.stack import bench_stack, reset_database
+from devkit.bench.report import Figure, median, percentile, print_figure, print_section
+from devkit.bench.stack import bench_stack, reset_database
 from engine.config import WorkerTunables
 from engine.events import columns_read
 from rules import RuleIndex

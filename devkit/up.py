@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from engine.localstack import PostgresServer, RedisServer, free_port, port_is_free
-from engine.receiver import LocalReceiver, serve_receiver
+from devkit.localstack import PostgresServer, RedisServer, free_port, port_is_free
+from devkit.receiver import LocalReceiver, serve_receiver
 from rules.errors import EngineError
 
 ENGINE_HOME = ".engine"
@@ -195,7 +195,7 @@ def _wait_ready(http_port: int, children: list[Child]) -> bool:
 def _emit_demo_events(database_url: str, stop: threading.Event) -> None:
     """A slow, plausible stream of ERC-8004 events so the example rules have work."""
     import sql
-    from engine.demo import DemoStream
+    from devkit.demo import DemoStream
     from engine.emit import build_event, insert_event
 
     stream = DemoStream(random.Random())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from engine.localstack.common import (
+from devkit.localstack.common import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     free_port,

@@ -1,6 +1,6 @@
 """The separate process that writes events for the live figures.
 
-``python -m engine.bench.inserter DSN OUT --rate R --seconds S [--batch B] [--writers W]``
+``python -m devkit.bench.inserter DSN OUT --rate R --seconds S [--batch B] [--writers W]``
 writes a JSON list of ``[event_ids, commit_time, commit_seconds]`` to OUT, one per
 statement, where commit_time is the wall clock right after the commit returned.
 ``--batch 1`` inserts single rows; more uses COPY.  ``--rate 0`` writes as fast as it
@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.bench.data import COLUMNS, EventGenerator
+from devkit.bench.data import COLUMNS, EventGenerator
 
 LIVE = {"registry": "reputation", "event_type": "NewFeedback", "tag1": "bench-live", "score": 50}
 _INSERT = (

@@ -10,8 +10,8 @@ import contextlib
 import signal
 from pathlib import Path
 
-from engine.localstack.postgres import PostgresServer
-from engine.localstack.redis import REDIS_PIDFILE, stop_leftover_redis
+from devkit.localstack.postgres import PostgresServer
+from devkit.localstack.redis import REDIS_PIDFILE, stop_leftover_redis
 from rules.errors import EngineError
 
 

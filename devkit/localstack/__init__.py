@@ -11,7 +11,7 @@ processes, from the binaries it finds, in the directory it is given.
     leftovers  stop_abandoned: the servers a killed earlier run left behind
 """
 
-from engine.localstack.common import (
+from devkit.localstack.common import (
     LOG_TAIL_LINES,
     PORT_ATTEMPTS,
     START_TIMEOUT_S,
@@ -21,8 +21,8 @@ from engine.localstack.common import (
     pid_alive,
     port_is_free,
 )
-from engine.localstack.leftovers import stop_abandoned
-from engine.localstack.postgres import (
+from devkit.localstack.leftovers import stop_abandoned
+from devkit.localstack.postgres import (
     FILE_COPY_MIN_VERSION,
     PG_MAX_CONNECTIONS,
     PG_SUPERUSER,
@@ -30,7 +30,7 @@ from engine.localstack.postgres import (
     PostgresServer,
     find_pg_bindir,
 )
-from engine.localstack.redis import REDIS_PIDFILE, RedisServer
+from devkit.localstack.redis import REDIS_PIDFILE, RedisServer
 
 __all__ = [
     "FILE_COPY_MIN_VERSION",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from engine.localstack import PostgresServer, RedisServer
+from devkit.localstack import PostgresServer, RedisServer
 from engine.migrate import migrate
 
 BENCH_DATABASE = "engine_bench"
