@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS action_results (
     response_data    JSONB,
     spec             JSONB       NOT NULL,   -- the action as written: ${VAR} unexpanded, no secret in clear
     context          JSONB       NOT NULL,   -- event, rule, group, state, fired_at for rendering
+    -- spec and context become json in 003_action_json.sql.
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     executed_at      TIMESTAMPTZ,
     -- One firing of one action per event: a second evaluation of the same event can

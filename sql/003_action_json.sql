@@ -2,13 +2,12 @@
 -- Idempotent like 001: `engine migrate` may run it any number of times.
 --
 -- Both are written once per firing, read back whole by the worker that claims the row
--- and never queried inside, so jsonb's binary form only cost: building it made up a
--- quarter of PostgreSQL's time to write 1,000 action rows (14.1 -> 10.2 ms, COPY and
--- commit, median of 20, docs/performance.md change 12). json still refuses text that is
--- not JSON, and `->` / `->>` still work on it for an operator's ad-hoc query.
+-- and never queried inside, so jsonb's binary form was pure cost on the write of every
+-- firing, a large part of PostgreSQL's time to write a batch's action rows. json still
+-- refuses text that is not JSON, and `->` / `->>` still work on it for an operator's
+-- ad-hoc query.
 -- Converting an existing table rewrites it under an exclusive lock: engine and workers
--- wait while `engine migrate` runs, about 8 s per million rows here (a 1,000,000-row
--- table of 802 MB became 718 MB).
+-- wait while `engine migrate` runs, for a time that grows with the table's size.
 DO $$
 BEGIN
     IF (SELECT atttypid FROM pg_attribute
