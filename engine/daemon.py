@@ -29,7 +29,7 @@ from engine.evaluator import (
     Evaluator,
 )
 from engine.listener import Listener
-from engine.retention import Maintenance
+from engine.maintenance import Maintenance
 from engine.rulebook import RuleBook
 from rules import LoadResult
 from sql import query
