@@ -37,17 +37,25 @@ TOP_LEVEL_KEYS = (
 
 @dataclass(frozen=True)
 class EngineTunables:
-    """``engine:`` section: the evaluator loop."""
+    """``engine:`` section: the evaluator loop, its connections and its HTTP endpoints."""
 
     cursor_name: str = "main"
     poll_interval_s: float = 1.0  # a lost NOTIFY costs at most this long
     batch_size: int = 2000  # events read and committed per transaction
     sweep_interval_s: float = 1.0  # how often queued/retrying/expired rows are re-enqueued
     sweep_grace_s: float = 5.0  # a queued row younger than this is the dispatcher's
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    rules_watch_interval_s: float = 1.0
+    reconnect_min_s: float = 0.2  # database and listener reconnect backoff, first wait
+    reconnect_max_s: float = 10.0  # ... and longest wait
+    rules_watch_interval_s: float = 1.0  # how often the rule files are checked for changes
     standby_retry_s: float = 1.0  # how often a standby tries to become the leader
+    db_pool_min_size: int = 1  # connections the evaluator's pool keeps open
+    db_pool_max_size: int = 4  # evaluation, rule mirror, maintenance and /metrics share it
+    db_connect_timeout_s: float = 10.0  # opening any connection of `engine run`
+    leader_check_timeout_s: float = 5.0  # the leader's round trip on its lock's connection
+    listener_ping_timeout_s: float = 2.0  # the listener's liveness query (at least poll_interval_s)
+    http_request_timeout_s: float = 5.0  # a client sending its request head
+    ready_probe_timeout_s: float = 2.0  # each of /readyz's database and NOTIFY probes
+    metrics_query_timeout_s: float = 5.0  # each database query of a /metrics scrape
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
-"""``engine run``: leader election, listener, evaluator loop, dispatcher and sweep.
+"""``engine run``: leader election, listener, evaluator loop, rule reloads, dispatcher and sweep.
 
 Only one ``engine run`` per cursor evaluates at a time (a session advisory lock held
 on a dedicated connection); the others wait as standbys and take over within
 ``standby_retry_s`` of the leader's death, from the cursor.  Every failure of the
 database or Redis is logged and retried with backoff: the daemon itself never exits
 for an outage.
+
+Rule files are compiled in a thread, never on the event loop: evaluation and /healthz
+go on with the current rules meanwhile, and the new rules are swapped in between two
+batches, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -29,9 +33,8 @@ from engine.evaluator import (
     Evaluator,
 )
 from engine.listener import Listener
-from engine.retention import Maintenance
-from engine.rulebook import RuleBook
-from rules import LoadResult
+from engine.maintenance import Maintenance
+from engine.rulebook import RuleBook, RuleSwap
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,12 @@ class DaemonStats:
 class LeaderLock:
     """A session advisory lock on its own connection: losing the connection loses the lock."""
 
-    def __init__(self, dsn: str, name: str) -> None:
+    def __init__(
+        self, dsn: str, name: str, *, connect_timeout_s: float, check_timeout_s: float
+    ) -> None:
         self.dsn, self.name = dsn, name
+        self.connect_timeout_s = connect_timeout_s
+        self.check_timeout_s = check_timeout_s
         self._conn: asyncpg.Connection | None = None
 
     @property
@@ -70,7 +77,7 @@ class LeaderLock:
     async def try_acquire(self) -> bool:
         if self.held:
             return True
-        conn = await asyncpg.connect(self.dsn, timeout=10)
+        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
         if await conn.fetchval(query("leader_try_lock"), self.name):
             self._conn = conn
             return True
@@ -83,7 +90,7 @@ class LeaderLock:
             return False
         assert self._conn is not None
         try:
-            await self._conn.fetchval(query("ping"), timeout=5)
+            await self._conn.fetchval(query("ping"), timeout=self.check_timeout_s)
             return True
         except _DB_ERRORS:
             await self.release()
@@ -106,10 +113,18 @@ class Daemon:
         self.evaluator = Evaluator(tun.cursor_name, tun.batch_size)
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
-        self.leader = LeaderLock(settings.database_url, tun.cursor_name)
+        self.leader = LeaderLock(
+            settings.database_url,
+            tun.cursor_name,
+            connect_timeout_s=tun.db_connect_timeout_s,
+            check_timeout_s=tun.leader_check_timeout_s,
+        )
         self.stats = DaemonStats()
         self.maintenance = Maintenance(settings.retention)  # retention and statistics
         self.stopping = asyncio.Event()
+        self.rules_staged = asyncio.Event()  # a compiled reload waits for a batch boundary
+        self._staged: RuleSwap | None = None
+        self._compiling = asyncio.Lock()  # one compile at a time: the newest files win
         self._standby_announced = False
         self._redis_outage = False
         self._next_sweep = 0.0
@@ -126,7 +141,10 @@ class Daemon:
             await http.start()  # before the pool: /healthz answers while the database is away
         try:
             self.pool = await self._create_pool()
-            self._tasks = [asyncio.create_task(self.listener.run(), name="listener")]
+            self._tasks = [
+                asyncio.create_task(self.listener.run(), name="listener"),
+                asyncio.create_task(self._watch_rules(), name="rule-watch"),
+            ]
             await self._loop()
         except asyncio.CancelledError:
             pass  # stopped while waiting for the database
@@ -145,18 +163,22 @@ class Daemon:
             self.dispatcher.close()
 
     async def _create_pool(self) -> asyncpg.Pool:
-        delay = self.settings.engine.reconnect_min_s
+        tun = self.settings.engine
+        delay = tun.reconnect_min_s
         while True:
             try:
                 pool = await asyncpg.create_pool(
-                    self.settings.database_url, min_size=1, max_size=4, timeout=10
+                    self.settings.database_url,
+                    min_size=tun.db_pool_min_size,
+                    max_size=tun.db_pool_max_size,
+                    timeout=tun.db_connect_timeout_s,
                 )
                 assert pool is not None
                 return pool
             except _DB_ERRORS as exc:
                 log.warning("database unavailable", extra={"error": str(exc), "retry_s": delay})
                 await self._sleep(delay)
-                delay = min(delay * 2, self.settings.engine.reconnect_max_s)
+                delay = min(delay * 2, tun.reconnect_max_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -172,8 +194,8 @@ class Daemon:
                 if not await self._ensure_leader():
                     await self._sleep(tun.standby_retry_s)
                     continue
-                await self._reload_rules_if_changed()
                 self.doorbell.clear()
+                self.rules_staged.clear()
                 await self._drain()
                 await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
@@ -209,13 +231,15 @@ class Daemon:
                 await asyncio.wait_for(self._wake(), wait_s)
 
     async def _wake(self) -> None:
-        stop = asyncio.create_task(self.stopping.wait())
-        bell = asyncio.create_task(self.doorbell.wait())
+        waits = {
+            asyncio.create_task(event.wait())
+            for event in (self.stopping, self.doorbell, self.rules_staged)
+        }
         try:
-            await asyncio.wait({stop, bell}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop.cancel()
-            bell.cancel()
+            for wait in waits:
+                wait.cancel()
 
     async def _ensure_leader(self) -> bool:
         was = self.stats.is_leader
@@ -223,7 +247,9 @@ class Daemon:
         if held and not was:
             log.info("leader: evaluating", extra={"cursor": self.settings.engine.cursor_name})
             self.evaluator.position = None  # re-read: the previous leader may have moved it
-            await self._apply_rules(self.rulebook.load())
+            # No rules to evaluate yet: wait for the compile (off the loop: /healthz answers).
+            await self._compile_rules(only_if_changed=False)
+            await self._swap_staged_rules()
         elif not held and was:
             log.warning("leadership lost; waiting as a standby")
         elif not held and not was and not self._standby_announced:
@@ -232,26 +258,54 @@ class Daemon:
         self.stats.is_leader = held
         return held
 
-    async def _apply_rules(self, result: LoadResult) -> None:
+    async def _watch_rules(self) -> None:
+        """While leading: look at the rule files every ``rules_watch_interval_s`` and
+        compile a change in a thread; the loop swaps it in at its next batch boundary."""
+        while True:
+            await asyncio.sleep(self.settings.engine.rules_watch_interval_s)
+            if not self.stats.is_leader:
+                continue
+            try:
+                await self._compile_rules(only_if_changed=True)
+            except Exception:  # a bug in a reload must not end the watch
+                log.exception("rule reload failed; the current rules keep running")
+
+    async def _compile_rules(self, *, only_if_changed: bool) -> None:
+        """Load and compile the rule files in a thread and stage the result."""
+        async with self._compiling:
+            if only_if_changed:
+                if not await asyncio.to_thread(self.rulebook.changed):
+                    return
+                log.info("rule files changed; reloading")
+            swap = await asyncio.to_thread(self.rulebook.compile)
+            self._staged = swap
+            self.rules_staged.set()
+            log.info("rules compiled", extra={"rules": len(swap.rules)})
+
+    async def _swap_staged_rules(self) -> None:
+        """Mirror and swap in the staged rules, if any.  Only between batches: a reset of
+        a rule's state must commit before the new rules evaluate, and never race a batch
+        writing that state."""
+        swap = self._staged
+        if swap is None:
+            return
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            await self.rulebook.apply(conn, result)
-
-    async def _reload_rules_if_changed(self) -> None:
-        if self.rulebook.changed():
-            log.info("rule files changed; reloading")
-            await self._apply_rules(self.rulebook.load())
+            await self.rulebook.apply(conn, swap)
+        if self._staged is swap:  # a newer compile may have been staged meanwhile
+            self._staged = None
 
     async def _drain(self) -> None:
         """Evaluate batches until the cursor has caught up."""
         assert self.pool is not None
-        index = self.rulebook.index
-        if index is None:
-            return
         # After a batch failed because of its rows, the rows of that batch are evaluated
         # one by one (isolating counts them down) until the culprit is found and skipped.
         isolating = 0
         while not self.stopping.is_set():
+            await self._swap_staged_rules()  # a batch boundary
+            index = self.rulebook.index
+            if index is None:
+                return
             async with self.pool.acquire() as conn:
                 try:
                     result = await self.evaluator.run_batch(

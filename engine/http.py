@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READY_PROBE_TIMEOUT_S = 2.0
 # Upper bounds (seconds) of engine_action_duration_seconds: a webhook takes tens of
 # milliseconds, an MCP call or a rate-limited Telegram split can take a minute.
 ACTION_DURATION_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Three GET routes need no more: a longer head is not a request this server answers.
 MAX_REQUEST_BYTES = 8192
 
 
@@ -48,23 +48,24 @@ class DaemonCollector(Collector):
         pool = self.daemon.pool
         if pool is None:
             return
-        self.actions = list(await pool.fetch(query("metrics_actions"), timeout=5))
+        timeout_s = self.daemon.settings.engine.metrics_query_timeout_s
+        self.actions = list(await pool.fetch(query("metrics_actions"), timeout=timeout_s))
         self.durations = list(
             await pool.fetch(
                 query("metrics_action_durations"),
                 self.daemon.stats.started_at,
                 list(ACTION_DURATION_BUCKETS_S),
-                timeout=5,
+                timeout=timeout_s,
             )
         )
         row = await pool.fetchrow(
-            query("metrics_lag"), self.daemon.settings.engine.cursor_name, timeout=5
+            query("metrics_lag"), self.daemon.settings.engine.cursor_name, timeout=timeout_s
         )
         if row is not None:
             self.pending, self.oldest_age_s = int(row["pending"]), int(row["oldest_age_s"])
         # The oldest transaction holding an xid bounds what the gap-safe cursor may read:
         # while it stays open, committed events wait. Its pid makes that lag explainable.
-        blocker = await pool.fetchrow(query("metrics_blocker"), timeout=5)
+        blocker = await pool.fetchrow(query("metrics_blocker"), timeout=timeout_s)
         self.blocker_pid = 0 if blocker is None else int(blocker["pid"])
         self.blocker_s = 0.0 if blocker is None else float(blocker["running_for_s"])
 
@@ -173,7 +174,9 @@ class HttpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            head = await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), self.daemon.settings.engine.http_request_timeout_s
+            )
             if len(head) > MAX_REQUEST_BYTES:
                 raise ValueError("request too large")
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
@@ -208,11 +211,12 @@ class HttpServer:
         pool = self.daemon.pool
         if pool is None:
             return 503, "text/plain", b"database pool not open\n"
+        timeout_s = self.daemon.settings.engine.ready_probe_timeout_s
         try:
-            await pool.fetchval(query("ping"), timeout=READY_PROBE_TIMEOUT_S)
+            await pool.fetchval(query("ping"), timeout=timeout_s)
         except Exception as exc:
             return 503, "text/plain", f"database unreachable: {exc}\n".encode()
-        rtt = await self.daemon.listener.probe(pool, READY_PROBE_TIMEOUT_S)
+        rtt = await self.daemon.listener.probe(pool, timeout_s)
         if rtt is None:
             return 503, "text/plain", b"listener did not receive the NOTIFY probe\n"
         return 200, "text/plain", f"ready (notify round trip {rtt * 1000:.1f} ms)\n".encode()

@@ -79,7 +79,9 @@ class Listener:
     async def _connect(self) -> None:
         self._lost.clear()
         conn = await asyncpg.connect(
-            self.dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+            self.dsn,
+            timeout=self.tunables.db_connect_timeout_s,
+            server_settings={"application_name": APPLICATION_NAME},
         )
         conn.add_termination_listener(self._on_terminate)
         await conn.add_listener(CHANNEL, self._on_notify)
@@ -98,7 +100,10 @@ class Listener:
                 return
             try:
                 await self._conn.fetchval(
-                    query("ping"), timeout=max(2.0, self.tunables.poll_interval_s)
+                    query("ping"),
+                    timeout=max(
+                        self.tunables.listener_ping_timeout_s, self.tunables.poll_interval_s
+                    ),
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 log.warning("listener connection lost")

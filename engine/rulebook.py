@@ -1,17 +1,24 @@
 """The rules the daemon evaluates: loaded from files, mirrored into ``triggers``, watched.
 
-A changed file is validated first and applied atomically between two batches; a bad
-edit keeps the old rules running and is reported.  A rule whose logic (on, where, per,
-when) changed starts with fresh state; one whose only change is its actions keeps it.
+A load is compiled into a ``RuleSwap`` with no database and no shared state touched, so
+the daemon runs it in a thread while events go on being evaluated with the current rules.
+``RuleBook.apply`` then mirrors the swap into ``triggers`` and swaps the index in; the
+daemon calls it between two batches, never during one.  A load with errors keeps the
+old rules running and is reported.  A rule whose logic (on, where, per, when) changed
+starts with fresh state; one whose only change is its actions keeps it.
+
+This module never evaluates events and never compiles on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -41,6 +48,22 @@ def rule_files(paths: Sequence[str]) -> dict[str, float]:
     return found
 
 
+@dataclass(frozen=True)
+class RuleSwap:
+    """A compiled load, ready to be swapped in: its rules and index, or its errors."""
+
+    result: LoadResult
+    index: RuleIndex | None  # None: the load has errors and must be rejected
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.result.rules
+
+    @property
+    def errors(self) -> list[RuleError]:
+        return self.result.errors
+
+
 @dataclass
 class RuleBook:
     """The current rule index plus what the last load reported."""
@@ -60,48 +83,100 @@ class RuleBook:
         return load_rules(list(self.paths), environ=self.environ, bot_names=self.bot_names)
 
     def changed(self) -> bool:
+        """Whether a rule file was added, removed or modified since the last load."""
         return rule_files(self.paths) != self._signature
 
-    async def apply(self, conn: asyncpg.Connection, result: LoadResult) -> bool:
-        """Swap in ``result`` if it has no errors, mirroring it into ``triggers``."""
-        self.errors = list(result.errors)
-        if result.errors:
-            for error in result.errors:
+    @staticmethod
+    def prepare(result: LoadResult) -> RuleSwap:
+        """What to swap in for ``result``: CPU only, safe to run off the event loop.
+
+        The seam for incremental changes: any ``LoadResult`` (a whole load or a merge of
+        changed rules with the current ones) becomes a swap the same way.
+        """
+        index = None if result.errors else RuleIndex(result.rules)
+        return RuleSwap(result=result, index=index)
+
+    def compile(self) -> RuleSwap:
+        """Load every rule file and build its index: the part of a reload that runs in a
+        thread.  Touches only the watch signature, never the rules being evaluated."""
+        return self.prepare(self.load())
+
+    async def apply(self, conn: asyncpg.Connection, swap: RuleSwap) -> bool:
+        """Swap in ``swap`` if it has no errors, mirroring it into ``triggers`` first.
+
+        The caller must not be evaluating a batch meanwhile: the state of a rule whose
+        logic changed is reset here, and that reset commits before the new index is used.
+        """
+        self.errors = list(swap.errors)
+        if swap.index is None:
+            for error in swap.errors:
                 log.error("rule file error", extra={"error": str(error)})
             if self.index is not None:
                 log.error("rule change rejected: the previous rules keep running")
             return False
-        await mirror_rules(conn, result.rules)
-        self.rules = list(result.rules)
-        self.index = RuleIndex(self.rules)
+        await mirror_rules(conn, swap.rules)
+        self.rules = list(swap.rules)
+        self.index = swap.index
         self.loads += 1
-        log.info("rules loaded", extra={"rules": len(self.rules), "files": len(result.files)})
+        log.info("rules loaded", extra={"rules": len(self.rules), "files": len(swap.result.files)})
         return True
 
 
+@dataclass
+class _MirrorPlan:
+    """What ``triggers_mirror`` changes: ids to delete, ids whose state resets, upserts."""
+
+    deleted: list[str] = field(default_factory=list)
+    reset: list[str] = field(default_factory=list)
+    logic_changed: list[str] = field(default_factory=list)
+    upserts: list[Rule] = field(default_factory=list)
+
+    def parameters(self) -> tuple[list[Any], ...]:
+        """The query's parameters: two id arrays, then one array per upserted column."""
+        rules = self.upserts
+        return (
+            self.deleted,
+            self.reset,
+            [rule.id for rule in rules],
+            [rule.owner for rule in rules],
+            [rule.description for rule in rules],
+            [rule.enabled for rule in rules],
+            [to_json(rule.document) for rule in rules],
+            [rule.source_file for rule in rules],
+            [rule.content_hash for rule in rules],
+            [rule.logic_hash for rule in rules],
+        )
+
+
+def _plan_mirror(
+    known: Mapping[str, Any], rules: Sequence[Rule]
+) -> tuple[_MirrorPlan, tuple[list[Any], ...]]:
+    plan = _MirrorPlan()
+    wanted = {rule.id for rule in rules}
+    plan.deleted = sorted(known.keys() - wanted)
+    plan.reset = list(plan.deleted)
+    for rule in rules:
+        before = known.get(rule.id)
+        if before is not None and before["content_hash"] == rule.content_hash:
+            continue
+        if before is not None and before["logic_hash"] != rule.logic_hash:
+            plan.logic_changed.append(rule.id)
+        plan.upserts.append(rule)
+    plan.reset += plan.logic_changed
+    return plan, plan.parameters()
+
+
 async def mirror_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> None:
-    """Make ``triggers`` equal to ``rules``; reset state where a rule's logic changed."""
+    """Make ``triggers`` equal to ``rules``; reset state where a rule's logic changed.
+
+    One statement writes every change (arrays, not a statement per rule), so a reload
+    of many rules costs the daemon a few round trips.
+    """
     async with conn.transaction():
         known = {r["id"]: r for r in await conn.fetch(query("triggers_all"))}
-        wanted = {rule.id for rule in rules}
-        for trigger_id in known.keys() - wanted:
-            await conn.execute(query("trigger_delete"), trigger_id)
-            await conn.execute(query("trigger_state_reset"), trigger_id)
-        for rule in rules:
-            before = known.get(rule.id)
-            if before is not None and before["content_hash"] == rule.content_hash:
-                continue
-            if before is not None and before["logic_hash"] != rule.logic_hash:
-                await conn.execute(query("trigger_state_reset"), rule.id)
-                log.info("rule logic changed: state reset", extra={"trigger_id": rule.id})
-            await conn.execute(
-                query("trigger_upsert"),
-                rule.id,
-                rule.owner,
-                rule.description,
-                rule.enabled,
-                to_json(rule.document),
-                rule.source_file,
-                rule.content_hash,
-                rule.logic_hash,
-            )
+        # Comparing and serializing every rule is CPU: not on the event loop.
+        plan, parameters = await asyncio.to_thread(_plan_mirror, known, rules)
+        if plan.deleted or plan.upserts:
+            await conn.execute(query("triggers_mirror"), *parameters)
+    for trigger_id in plan.logic_changed:
+        log.info("rule logic changed: state reset", extra={"trigger_id": trigger_id})

@@ -19,7 +19,7 @@ from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
 from rules.template_check import check_templates, context_event_fields, rule_event_fields
-from rules.test_specs import compile_tests
+from rules.testcase_specs import compile_tests
 from rules.throttle import compile_throttle
 from rules.where import compile_where
 from rules.yaml_source import Path

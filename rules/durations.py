@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rules.errors import EngineError
+
 _DURATION = re.compile(r"^\s*(-?\d+)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Ten years: longer windows are surely a typo and would keep state forever.
 MAX_DURATION_S = 10 * 365 * 86400
 
 
-class DurationError(ValueError):
+class DurationError(EngineError, ValueError):
     """The text is not a valid duration; the message is advice for the author."""
 
 

@@ -10,10 +10,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rules.errors import EngineError
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class UnsetVariableError(Exception):
+class UnsetVariableError(EngineError):
     """A ``${VAR}`` without default names a variable that is not set."""
 
     def __init__(self, name: str) -> None:

@@ -1,16 +1,33 @@
 """The project's exception tree, split by what the caller must do.
 
-It lives in ``rules`` because ``rules`` imports nothing of ours; ``engine`` and
-``actions`` build on it.  It must never import anything beyond the standard library.
+It lives in ``rules`` because ``rules`` imports nothing of ours; every other package
+builds on it.  It must never import anything beyond the standard library.  This drawing
+is the only one: every exception class of engine, actions, rules, devkit and sql is on
+it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brackets.
 
     EngineError                      anything the engine reports to a user
     ├── ConfigError                  bad config file or environment (file, line)
     ├── RuleError                    a rule file mistake (file, line, rule id)
-    ├── RuleEvaluationError          a rule raised while evaluating one event (data-dependent)
+    ├── UnsetVariableError           (rules.envsubst) ${VAR} without default, VAR unset
+    ├── DurationError                (rules.durations) not a duration; also a ValueError
     ├── TemplateRenderError          a template failed at firing time
+    ├── RenderBudgetExceeded         (rules.sandbox) a render over its time or size
+    │                                budget; also jinja's SecurityError, so the sandbox
+    │                                stops the render; reaches callers as a
+    │                                TemplateRenderError
+    ├── DatabaseError                (sql) the database is unreachable or refused a statement
+    ├── CursorAheadError             (engine.cursor) the cursor is beyond this cluster's
+    │                                transaction ids: evaluation stops for an operator
+    ├── CursorMovedError             (engine.cursor) another engine advanced the cursor:
+    │                                the batch rolled back, read the cursor again
+    ├── LocalStackError              (devkit.localstack) a private server did not start/stop
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once
+            └── AddressRefused       (actions.netguard) the network guard refused the address
+
+A rule that raises while evaluating one event is not an exception to its caller: the
+evaluator counts it (``engine_rule_errors``), logs it once and goes on.
 """
 
 from __future__ import annotations
@@ -63,10 +80,6 @@ class RuleError(EngineError):
             parts[-1] += ":"
         parts.append(self.message)
         return " ".join(parts)
-
-
-class RuleEvaluationError(EngineError):
-    """A rule could not evaluate one event (a data-dependent failure, never fatal)."""
 
 
 class TemplateRenderError(EngineError):

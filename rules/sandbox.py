@@ -28,6 +28,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from rules.errors import EngineError
+
 MAX_OUTPUT_CHARS: Final = 64 * 1024
 MAX_RENDER_S: Final = 0.5
 MAX_EXPONENT: Final = 256
@@ -42,7 +44,7 @@ _REMOVED_FILTERS: Final = ("center", "indent", "wordwrap", "random", "pprint", "
 _WIDE_FORMAT: Final = re.compile(r"%[^a-zA-Z%]*?(\d{4,}|\*)")
 
 
-class RenderBudgetExceeded(SecurityError):
+class RenderBudgetExceeded(SecurityError, EngineError):
     """A template used more time or produced more text than one render may."""
 
 

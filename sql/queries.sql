@@ -119,21 +119,26 @@ ON CONFLICT (trigger_id, hour) DO UPDATE
 -- name: triggers_all
 SELECT id, logic_hash, content_hash FROM triggers;
 
--- name: trigger_upsert
+-- name: triggers_mirror
+-- Every change of a rule reload in one statement: $1 the ids of rules gone, $2 the ids
+-- whose state starts afresh (gone, or their logic changed), $3-$10 the rules to insert
+-- or update, one array per column.
+WITH gone AS (
+    DELETE FROM triggers t USING unnest($1::text[]) AS g(id) WHERE t.id = g.id
+), reset AS (
+    DELETE FROM trigger_state s USING unnest($2::text[]) AS r(id) WHERE s.trigger_id = r.id
+)
 INSERT INTO triggers (id, owner, description, enabled, document, source_file, content_hash,
                       logic_hash)
-VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8)
+SELECT id, owner, description, enabled, document::jsonb, source_file, content_hash, logic_hash
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[], $8::text[],
+              $9::text[], $10::text[])
+    AS r(id, owner, description, enabled, document, source_file, content_hash, logic_hash)
 ON CONFLICT (id) DO UPDATE
    SET owner = EXCLUDED.owner, description = EXCLUDED.description,
        enabled = EXCLUDED.enabled, document = EXCLUDED.document,
        source_file = EXCLUDED.source_file, content_hash = EXCLUDED.content_hash,
        logic_hash = EXCLUDED.logic_hash, updated_at = now();
-
--- name: trigger_delete
-DELETE FROM triggers WHERE id = $1;
-
--- name: trigger_state_reset
-DELETE FROM trigger_state WHERE trigger_id = $1;
 
 -- name: claim_action
 -- Atomic claim: only a row that is queued, due for a retry, or whose previous

@@ -7,11 +7,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from devkit.localstack import free_port
-from tests.processes import ROOT, write_config
+from tests.processes import ROOT, wait_until, write_config
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -53,16 +52,32 @@ def test_run_against_an_unreachable_database_logs_json_without_the_password(
     password = "pw-that-must-not-leak"
     dead = f"postgresql://engine:{password}@127.0.0.1:{free_port()}/engine"
     config = write_config(tmp_path, database_url=dead, redis_url="redis://127.0.0.1:9/0", rules=[])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--log-format", "json", "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    time.sleep(2.0)  # long enough for a few reconnect attempts
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=20)
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "--log-format",
+                "json",
+                "--config",
+                str(config),
+                "run",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            cwd=ROOT,
+        )
+    try:
+        wait_until(
+            lambda: '"database unavailable"' in stderr_path.read_text(encoding="utf-8"),
+            what="a reconnect attempt logged",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    stderr = stderr_path.read_text(encoding="utf-8")
     docs = _json_lines(stderr)
     assert any(d["message"] == "database unavailable" for d in docs), stderr
     assert password not in stderr

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from engine.config import RetentionSettings
-from engine.retention import apply_retention, events_is_hypertable, refresh_statistics
+from engine.maintenance import apply_retention, events_is_hypertable, refresh_statistics
 from tests.processes import engine_processes, insert_events, query_value, wait_until, write_config
 
 OLD = "now() - interval '400 days'"

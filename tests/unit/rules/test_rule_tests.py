@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rules import evaluate_stream, format_rule_test_report, run_rule_tests
 from rules.index import RuleIndex
-from rules.test_specs import TEST_START_S
+from rules.testcase_specs import TEST_START_S
 from tests.unit.rules.rule_helpers import errors_of, load
 
 RULE = """\
