@@ -20,7 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from engine.events import events_from_rows, read_batch_query, to_json, unusual_rows
+from engine.event_rows import events_from_rows, read_batch_query
+from engine.json_text import to_json
+from engine.unusual_rows import unusual_rows
 from rules import ActionSpec, Rule, RuleIndex, Step, build_context
 from rules.errors import EngineError
 from sql import query

@@ -62,14 +62,12 @@ UPDATE engine_cursors
 -- name: read_batch
 -- Gap-safe: only rows of transactions older than the oldest one still running are
 -- read, so a transaction that began earlier and commits later is never skipped.
--- The cursor columns come last: engine.events turns a row into an event by zipping the
--- event columns' names with its values, which stops before them.
-SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
-       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
-       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
-       validator_address, request_hash, response, response_uri, response_hash, tag,
-       created_at, value, value_decimals, endpoint, request_uri,
-       txid::text AS _txid, seq AS _seq
+-- A template, filled in by engine.event_rows.read_batch_query only from the names of
+-- rules.fields.EVENT_FIELDS: the event columns read, and the check for huge texts in
+-- the others.  The internal columns come last: engine.event_rows turns a row into an
+-- event by zipping the event columns' names with its values, which stops before them.
+SELECT {columns},
+       {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())
