@@ -12,8 +12,9 @@ import pytest
 
 import engine.event_rows
 import sql
+from engine.action_rows import COPY_FROM_ROWS
 from engine.emit import EVENT_COLUMNS, build_event
-from engine.evaluator import COPY_FROM_ROWS, Evaluator
+from engine.evaluator import Evaluator
 from rules import RuleIndex, load_rules_text
 from rules.fields import EVENT_FIELDS
 from rules.template_check import CONTEXT_CORE_FIELDS
