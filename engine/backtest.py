@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 import sql
 from engine.config import Settings
-from engine.events import events_from_rows
+from engine.event_rows import events_from_rows
 from rules import Firing, RuleIndex, evaluate_stream, load_rules, render_action
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env

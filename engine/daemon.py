@@ -24,14 +24,9 @@ import asyncpg
 import redis
 
 from engine.config import Settings
+from engine.cursor import CursorAheadError, CursorMovedError
 from engine.dispatcher import Dispatcher
-from engine.evaluator import (
-    POISON_ERRORS,
-    BatchResult,
-    CursorAheadError,
-    CursorMovedError,
-    Evaluator,
-)
+from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.listener import Listener
 from engine.maintenance import Maintenance
 from engine.rulebook import RuleBook, RuleSwap

@@ -9,40 +9,15 @@ from typing import Any
 
 import sql
 from rules.errors import EngineError
+from rules.fields import EVENT_FIELDS, INTEGER
 
-# Column -> type, in the order of the insert_event query.
+#: Column -> the type an argument is parsed as, in the order of the insert_event query:
+#: every event column but created_at (the insert time, the table's default).  NUMERIC
+#: is passed as text, which PostgreSQL parses exactly.
 EVENT_COLUMNS: dict[str, type] = {
-    "id": str,
-    "chain_id": int,
-    "block_number": int,
-    "block_hash": str,
-    "transaction_hash": str,
-    "log_index": int,
-    "registry": str,
-    "event_type": str,
-    "agent_id": int,
-    "timestamp": int,
-    "owner": str,
-    "token_uri": str,
-    "metadata_key": str,
-    "metadata_value": str,
-    "client_address": str,
-    "feedback_index": int,
-    "score": int,
-    "tag1": str,
-    "tag2": str,
-    "file_uri": str,
-    "file_hash": str,
-    "validator_address": str,
-    "request_hash": str,
-    "response": int,
-    "response_uri": str,
-    "response_hash": str,
-    "tag": str,
-    "value": str,  # NUMERIC: passed as text, PostgreSQL parses it exactly
-    "value_decimals": int,
-    "endpoint": str,
-    "request_uri": str,
+    name: int if kind == INTEGER else str
+    for name, kind in EVENT_FIELDS.items()
+    if name != "created_at"
 }
 DEFAULT_CHAIN_ID = 84532
 

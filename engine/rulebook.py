@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.events import to_json
+from engine.json_text import to_json
 from rules import LoadResult, Rule, RuleIndex, load_rules
 from rules.errors import RuleError
 from sql import query

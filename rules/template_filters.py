@@ -93,7 +93,7 @@ def escape_markdown_v2(value: Any) -> str:
     return _MARKDOWN_V2_SPECIAL.sub(r"\\\1", _text(value))
 
 
-def plain(value: Any) -> str:
+def unescaped_text(value: Any) -> str:
     """An inserted value as text, unescaped."""
     return _text(value)
 

@@ -32,7 +32,7 @@ from rules.sandbox import (
     make_environment,
     run_bounded,
 )
-from rules.template_filters import FILTERS, escape_html, escape_markdown_v2, plain
+from rules.template_filters import FILTERS, escape_html, escape_markdown_v2, unescaped_text
 
 if TYPE_CHECKING:
     from rules.model import Rule
@@ -45,7 +45,7 @@ _SINGLE_EXPRESSION: Final = re.compile(
 ESCAPERS: Final[dict[str, Callable[[Any], str]]] = {
     "HTML": escape_html,
     "MarkdownV2": escape_markdown_v2,
-    "none": plain,
+    "none": unescaped_text,
 }
 #: Fields rendered as plain text, per action kind (structures are handled separately).
 TEXT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -142,7 +142,7 @@ _PLAIN_SCALARS: Final = frozenset({str, int, bool, type(None)})
 def _plain_row(row: dict[Any, Any]) -> dict[str, Any]:
     """``row`` as plain JSON; a row of str keys and plain scalars is returned as it is.
 
-    Event rows from the engine are already plain (engine.events converted them), so the
+    Event rows from the engine are already plain (engine.event_rows converted them), so the
     firing path checks each value's type instead of rebuilding the row.
     """
     for key, value in row.items():

@@ -62,14 +62,12 @@ UPDATE engine_cursors
 -- name: read_batch
 -- Gap-safe: only rows of transactions older than the oldest one still running are
 -- read, so a transaction that began earlier and commits later is never skipped.
--- The cursor columns come last: engine.events turns a row into an event by zipping the
--- event columns' names with its values, which stops before them.
-SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
-       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
-       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
-       validator_address, request_hash, response, response_uri, response_hash, tag,
-       created_at, value, value_decimals, endpoint, request_uri,
-       txid::text AS _txid, seq AS _seq
+-- A template, filled in by engine.event_rows.read_batch_query only from the names of
+-- rules.fields.EVENT_FIELDS: the event columns read, and the check for huge texts in
+-- the others.  The internal columns come last: engine.event_rows turns a row into an
+-- event by zipping the event columns' names with its values, which stops before them.
+SELECT {columns},
+       {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())
@@ -88,18 +86,22 @@ SELECT t, g, s::jsonb, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS 
 ON CONFLICT (trigger_id, group_key) DO UPDATE SET state = EXCLUDED.state, updated_at = now();
 
 -- name: next_action_ids
--- Ids for a COPY of many action rows (see engine.evaluator: COPY_FROM_ROWS). The
--- identity's sequence by its name: a constant argument to nextval costs 0.5 ms for
--- 1,000 ids, pg_get_serial_sequence() evaluated per row 3.6 ms.
+-- Ids for a COPY of many action rows (see engine.action_rows: COPY_FROM_ROWS). The
+-- identity's sequence by its name, so that it is not looked up again for every id
+-- (pg_get_serial_sequence() is evaluated per row).
 SELECT array_agg(nextval('action_results_id_seq')) FROM generate_series(1, $1::int);
 
 -- name: insert_actions
-INSERT INTO action_results (trigger_id, event_id, action_index, action_type, action_name,
-                            max_attempts, backoff_s, max_backoff_s, spec, context)
-SELECT t, e, i, k, n, a, b, m, s::json, c::json
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
-              $6::int[], $7::real[], $8::real[], $9::text[], $10::text[])
-       AS u(t, e, i, k, n, a, b, m, s, c)
+-- One array per field of engine.action_rows.ActionRow, in its order (a test checks
+-- that the three column lists below are its fields).
+INSERT INTO action_results (trigger_id, action_index, action_type, action_name, max_attempts,
+                            backoff_s, max_backoff_s, spec, event_id, context)
+SELECT trigger_id, action_index, action_type, action_name, max_attempts,
+       backoff_s, max_backoff_s, spec::json, event_id, context::json
+  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[],
+              $6::real[], $7::real[], $8::text[], $9::text[], $10::text[])
+       AS u(trigger_id, action_index, action_type, action_name, max_attempts,
+            backoff_s, max_backoff_s, spec, event_id, context)
 -- An indexer that writes the same event id twice (a replay after its restart; the key
 -- is (id, created_at)) must not fail the batch, and must not alert twice.
 ON CONFLICT (trigger_id, event_id, action_index) DO NOTHING

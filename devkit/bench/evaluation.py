@@ -19,7 +19,7 @@ from devkit.bench.data import COLUMNS
 from engine.config import EngineTunables, Settings
 from engine.daemon import Daemon
 from engine.evaluator import Evaluator
-from engine.events import read_batch_query
+from engine.event_rows import read_batch_query
 from engine.rulebook import RuleBook
 from rules import RuleIndex, load_rules_text
 

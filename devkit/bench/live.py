@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from devkit.bench.processes import Receiver
-from engine.evaluator import ACTION_COLUMNS, copy_action_rows
+from engine.action_rows import ACTION_COLUMNS, ActionRow, copy_action_rows
 
 
 @dataclass
@@ -175,7 +175,10 @@ async def write_floor(dsn: str, *, trigger_id: str, rows: int = 1000, runs: int 
             return []
         times = []
         for run in range(runs):
-            records = [("bench-floor", f"{run}-{i}", *row[2:]) for i, row in enumerate(sample)]
+            records = [
+                ActionRow(*row)._replace(trigger_id="bench-floor", event_id=f"{run}-{i}")
+                for i, row in enumerate(sample)
+            ]
             started = time.perf_counter()
             async with conn.transaction():
                 await copy_action_rows(conn, records)  # the evaluator's own write

@@ -126,7 +126,8 @@ def rss_kib(pid: int) -> tuple[int, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default backlog is 5: 16 workers' connections arriving at once
-    # overflowed it, and a dropped SYN is retried after a second (a 1,064 ms "delivery").
+    # overflowed it, and a dropped SYN is retried only after a second, which the bench
+    # would report as a delivery that slow.
     request_queue_size = 128
 
 

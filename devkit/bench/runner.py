@@ -35,7 +35,7 @@ from devkit.bench.processes import (
 from devkit.bench.report import Figure, median, percentile, print_figure, print_section
 from devkit.bench.stack import bench_stack, reset_database
 from engine.config import WorkerTunables
-from engine.events import columns_read
+from engine.event_rows import columns_read
 from rules import RuleIndex
 from rules.fields import EVENT_FIELDS
 from sql import query

@@ -6,8 +6,9 @@ import asyncpg
 import pytest
 
 import sql
+from engine.cursor import CursorMovedError
 from engine.emit import EVENT_COLUMNS, build_event
-from engine.evaluator import CursorMovedError, Evaluator
+from engine.evaluator import Evaluator
 from rules import RuleIndex, load_rules_text
 from tests.processes import query_all, query_value
 
@@ -71,8 +72,8 @@ async def test_a_second_engine_with_a_stale_cursor_rolls_back(database_url: str)
     a = await asyncpg.connect(database_url)
     b = await asyncpg.connect(database_url)
     try:
-        await first.load_position(a)
-        await second.load_position(b)  # both read the same starting position
+        await first.cursor.load(a)
+        await second.cursor.load(b)  # both read the same starting position
         assert (await first.run_batch(a, rules)).events == 3
         with pytest.raises(CursorMovedError):
             await second.run_batch(b, rules)

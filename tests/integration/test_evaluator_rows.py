@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-import engine.events
+import engine.event_rows
 import sql
+from engine.action_rows import COPY_FROM_ROWS
 from engine.emit import EVENT_COLUMNS, build_event
-from engine.evaluator import COPY_FROM_ROWS, Evaluator
+from engine.evaluator import Evaluator
 from rules import RuleIndex, load_rules_text
 from rules.fields import EVENT_FIELDS
 from rules.template_check import CONTEXT_CORE_FIELDS
@@ -240,7 +241,7 @@ async def test_a_huge_text_in_a_column_no_rule_reads_is_still_reported(database_
             sql.run(conn, "insert_event", *(event.get(c) for c in EVENT_COLUMNS))
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch(engine.events.read_batch_query(index.event_fields), "0", 0, 10)
+        rows = await conn.fetch(engine.event_rows.read_batch_query(index.event_fields), "0", 0, 10)
         done = await Evaluator("main", 100).run_batch(conn, index)
     finally:
         await conn.close()

@@ -1,7 +1,7 @@
 """The evaluator reads only the event columns some rule names (RuleIndex.event_fields).
 
-Reading and converting all 32 columns was a fifth of evaluating a batch. What a user
-must never see: a rule that behaves differently because a column it uses was not read.
+What a user must never see: a rule that behaves differently because a column it uses
+was not read.
 """
 
 from __future__ import annotations

@@ -1,0 +1,183 @@
+"""The action rows a batch queues (action_results), and their writers: COPY and INSERT.
+
+Every row is written inside the batch's transaction, so the batch's rows, states and
+cursor advance commit together or not at all.  This module never commits and never
+talks to Redis: the dispatcher enqueues the ids after the commit.
+
+The rows are built once per firing on the hot path, as plain tuples in ActionRow's
+field order (the NamedTuple's own constructor would cost several times the tuple).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from engine.json_text import to_json
+from rules import ActionSpec, Rule
+from sql import query
+
+
+class ActionRow(NamedTuple):
+    """One action_results row as a firing writes it; its id comes from the table.
+
+    The fields are the table's columns, in the order the COPY (ACTION_COLUMNS) and the
+    insert_actions query take them.  The first eight are what every firing of one action
+    of one rule shares (``shared_fields``), the last two the firing's own.
+    """
+
+    trigger_id: str
+    action_index: int
+    action_type: str
+    action_name: str | None
+    max_attempts: int
+    backoff_s: float
+    max_backoff_s: float
+    spec: str
+    event_id: str | None
+    context: str
+
+
+#: The columns a COPY writes: the id, then an ActionRow.
+ACTION_COLUMNS = ("id", *ActionRow._fields)
+
+#: From this many action rows a chunk is written with COPY (ids taken beforehand); below
+#: it the fewer round trips of the multi-row INSERT win (a live batch of one event).
+COPY_FROM_ROWS = 64
+#: A batch's action rows are written in chunks of this many while the rest of the batch
+#: is evaluated: PostgreSQL writes one chunk on another core while the evaluation builds
+#: the next.
+WRITE_CHUNK_ROWS = 256
+#: Ids are taken for this many rows at most at a time (see ActionRowWriter).
+ID_BLOCK = 1024
+
+
+def shared_fields(rule: Rule, action: ActionSpec) -> tuple[Any, ...]:
+    """ActionRow's fields up to ``spec``: what every firing of ``action`` writes."""
+    retry = action.retry
+    return (
+        rule.id,
+        action.index,
+        action.kind,
+        action.name,
+        retry.attempts,
+        retry.backoff_s,
+        retry.max_backoff_s,
+        to_json(action.raw),
+    )
+
+
+class PendingActionRows:
+    """Action rows not written yet, each a tuple in ActionRow's field order."""
+
+    def __init__(self, shared: dict[tuple[int, int], tuple[Any, ...]] | None = None) -> None:
+        # (id(rule), id(action)) -> shared_fields; equal rules of a load share their
+        # actions, so the key is both.  Passed on from chunk to chunk of one batch.
+        self.shared = {} if shared is None else shared
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, rule: Rule, action: ActionSpec, event_id: Any, context_json: str) -> None:
+        key = (id(rule), id(action))
+        shared = self.shared.get(key)
+        if shared is None:
+            shared = self.shared[key] = shared_fields(rule, action)
+        self.rows.append((*shared, None if event_id is None else str(event_id), context_json))
+
+    def columns(self) -> list[list[Any]]:
+        """The insert_actions parameters: one array per ActionRow field, in its order."""
+        return list(map(list, zip(*self.rows, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+async def take_action_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+    ids: list[int] = await conn.fetchval(query("next_action_ids"), count)
+    return ids
+
+
+class EventWrittenTwice(Exception):
+    """A COPY met an action row already there: the indexer wrote an event id twice."""
+
+
+async def copy_action_rows(
+    conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], ids: list[int] | None = None
+) -> list[int]:
+    """COPY ``rows`` (ActionRow tuples) with ``ids`` (or ids taken first); their ids."""
+    if ids is None:
+        ids = await take_action_ids(conn, len(rows))
+    await conn.copy_records_to_table(
+        "action_results",
+        records=[(i, *r) for i, r in zip(ids, rows, strict=True)],
+        columns=ACTION_COLUMNS,
+    )
+    return ids
+
+
+class ActionRowWriter:
+    """Writes a batch's action rows a chunk at a time, one chunk in flight.
+
+    Nothing else uses the connection while a chunk is in flight: the evaluation that goes
+    on meanwhile is Python only.  Every chunk is part of the batch's transaction, so the
+    batch still commits or rolls back whole.  ``copy`` False: every chunk by the INSERT,
+    which skips rows already there (see Evaluator.run_batch).
+    """
+
+    def __init__(self, conn: asyncpg.Connection, *, copy: bool, most: int) -> None:
+        self.conn = conn
+        self.copy = copy
+        self.ids: list[int] = []
+        self._task: asyncio.Future[list[int]] | None = None
+        # Ids are taken for as many rows as may still come (``most`` in all, every match
+        # firing), up to a few chunks: one round trip serves several chunks, and ids left
+        # unused are few (a sequence has gaps anyway).
+        self._unwritten = most
+        self._spare: list[int] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self, pending: PendingActionRows) -> None:
+        """Wait for the chunk in flight, then start writing ``pending``."""
+        await self.finish()
+        self._task = asyncio.ensure_future(self._write(pending))
+        await asyncio.sleep(0)  # it sends its first statement
+
+    async def finish(self, rest: PendingActionRows | None = None) -> list[int]:
+        """Wait for the chunk in flight (its failure is the batch's), write ``rest``;
+        the ids of every row written, in order."""
+        task, self._task = self._task, None
+        if task is not None:
+            self.ids.extend(await task)
+        if rest is not None and len(rest):
+            self.ids.extend(await self._write(rest))
+        return self.ids
+
+    async def settle(self) -> None:
+        """After a failure elsewhere: let the chunk in flight end, so the connection is
+        free for the rollback.  Its own outcome no longer matters."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so not logged as lost
+
+    async def _write(self, pending: PendingActionRows) -> list[int]:
+        count = len(pending)
+        if self.copy and count >= COPY_FROM_ROWS:
+            if len(self._spare) < count:
+                take = max(count, min(self._unwritten, ID_BLOCK)) - len(self._spare)
+                self._spare += await take_action_ids(self.conn, take)
+            ids, self._spare = self._spare[:count], self._spare[count:]
+            self._unwritten -= count
+            try:
+                return await copy_action_rows(self.conn, pending.rows, ids)
+            except asyncpg.UniqueViolationError as exc:
+                raise EventWrittenTwice from exc
+        rows = await self.conn.fetch(query("insert_actions"), *pending.columns())
+        self._unwritten -= count
+        return [row["id"] for row in rows]
