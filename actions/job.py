@@ -4,7 +4,8 @@
 process that installed a ``JobRunner`` once at start: one event loop, one database
 connection and the executors' clients live across jobs, so a job pays no fork, no
 imports and no new connections.  The job never raises for an action failure: the
-outcome is recorded in ``action_results`` and RQ only sees a finished job.
+outcome is recorded in ``action_results`` and RQ only sees a finished job.  This
+module must never spell SQL (actions.claims does) nor RQ's keys (actions.rq_internals).
 """
 
 from __future__ import annotations

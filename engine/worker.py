@@ -3,7 +3,7 @@
 RQ's default Worker forks a process per job (imports and connections paid every
 time); a SimpleWorker runs jobs in its own process, and the JobRunner installed before
 it starts keeps one event loop, one database connection, one HTTP client and the
-Telegram bots for its whole life.
+Telegram bots for its whole life.  It wires; it must never execute an action itself.
 """
 
 from __future__ import annotations
