@@ -4,7 +4,8 @@
 process that installed a ``JobRunner`` once at start: one event loop, one database
 connection and the executors' clients live across jobs, so a job pays no fork, no
 imports and no new connections.  The job never raises for an action failure: the
-outcome is recorded in ``action_results`` and RQ only sees a finished job.
+outcome is recorded in ``action_results`` and RQ only sees a finished job.  This
+module must never spell SQL (actions.claims does) nor RQ's keys (actions.rq_internals).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actions.audit import AuditLog, ClaimedAction
 from actions.base import ActionRequest, ActionRuntime, Executor
+from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
+from actions.rq_internals import take_waiting_actions
 from rules import render_action
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
@@ -36,66 +38,9 @@ class JobSettings:
     attempt_timeout_s: float  # one attempt's hard limit
     lease_s: float  # how long a claimed row stays ours (timeout + margin)
     crash_attempts: int  # extra attempts for a row whose worker died mid-attempt
+    concurrency: int  # actions run at once: the RQ job's own and up to concurrency - 1 waiting
+    db_backoff: ReconnectBackoff
     environ: Mapping[str, str]
-    batch: int = 8  # actions run at once: the RQ job's own and up to batch - 1 waiting ones
-
-
-#: The RQ job id of an action is this prefix and its action_results id.
-ACTION_JOB_PREFIX = "action-"
-
-
-def job_id(action_id: int) -> str:
-    """The RQ job id of action ``action_id`` (stable: enqueuing twice is harmless)."""
-    return f"{ACTION_JOB_PREFIX}{action_id}"
-
-
-# Atomically pop up to ARGV[1] waiting action jobs from the queue list KEYS[1] and delete
-# their job hashes.  RQ's per-job bookkeeping (about 20 Redis commands) is paid once per
-# batch instead of once per action.  Crash-safe with the sweep: a row whose job hash is
-# gone counts as lost (dispatcher.not_pending) and is re-enqueued, and a claimed row is
-# re-enqueued when its lease expires; the claim keeps every action to one execution.
-_TAKE_WAITING_LUA = """
-local taken = {}
-for i = 1, tonumber(ARGV[1]) do
-    local id = redis.call('LPOP', KEYS[1])
-    if not id then break end
-    if string.sub(id, 1, string.len(ARGV[2])) ~= ARGV[2] then
-        redis.call('LPUSH', KEYS[1], id)
-        break
-    end
-    redis.call('DEL', ARGV[3] .. id)
-    taken[#taken + 1] = id
-end
-return taken
-"""
-
-
-def take_waiting_actions(limit: int) -> list[int]:
-    """Ids of up to ``limit`` action jobs waiting behind the current RQ job (none outside
-    a worker, or when Redis fails: they then run as their own jobs)."""
-    from rq import Queue, get_current_job
-
-    job = get_current_job()
-    if limit <= 0 or job is None or not job.id.startswith(ACTION_JOB_PREFIX):
-        return []
-    queue_key = Queue.redis_queue_namespace_prefix + job.origin
-    try:
-        taken = job.connection.eval(
-            _TAKE_WAITING_LUA,
-            1,
-            queue_key,
-            limit,
-            ACTION_JOB_PREFIX,
-            job.redis_job_namespace_prefix,
-        )
-    except Exception as exc:  # redis errors: run just this job
-        log.warning("could not take waiting actions", extra={"error": repr(exc)})
-        return []
-    ids = []
-    for raw in taken:
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        ids.append(int(text.removeprefix(ACTION_JOB_PREFIX)))
-    return ids
 
 
 def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
@@ -119,16 +64,18 @@ class JobRunner:
         self.executors = executors
         self.loop = asyncio.new_event_loop()
         self.runtime = self.loop.run_until_complete(runtime_factory())
-        self.audit = AuditLog(settings.dsn)
+        self.claims = ActionClaims(settings.dsn, settings.db_backoff)
 
     def run(self, action_id: int) -> str:
-        more = take_waiting_actions(self.settings.batch - 1)
+        more = take_waiting_actions(self.settings.concurrency - 1)
         if more:
             return self.loop.run_until_complete(self.run_many([action_id, *more]))
         return self.loop.run_until_complete(self._claim_and_attempt(action_id))
 
     async def _claim_and_attempt(self, action_id: int) -> str:
-        claimed = self.audit.claim(action_id, self.settings.lease_s, self.settings.crash_attempts)
+        claimed = await self.claims.claim(
+            action_id, self.settings.lease_s, self.settings.crash_attempts
+        )
         if claimed is None:
             log.info("action already claimed or finished", extra={"action_id": action_id})
             return "skipped"
@@ -137,7 +84,7 @@ class JobRunner:
     async def run_many(self, action_ids: list[int]) -> str:
         """The actions concurrently in this loop; returns (or raises) the first one's outcome.
 
-        A failure of another one (the audit database gone) leaves its row to the sweep,
+        A failure of another one (the database gone) leaves its row to the sweep,
         as it would have left its own job's row.
         """
         outcomes = await asyncio.gather(
@@ -167,24 +114,27 @@ class JobRunner:
                 self.executors[claimed.action_type](request, self.runtime),
                 self.settings.attempt_timeout_s,
             )
-            status, response = "success", outcome.response_data
+            status, response = ActionStatus.SUCCESS, outcome.response_data
         except RetryableActionError as exc:
-            status, error, response = "retrying", exc.message, exc.response_data
+            status, error, response = ActionStatus.RETRYING, exc.message, exc.response_data
             retry_in = retry_delay(claimed, exc.retry_after)
         except ActionError as exc:
-            status, error, response = "failed", exc.message, exc.response_data
+            status, error, response = ActionStatus.FAILED, exc.message, exc.response_data
         except TimeoutError:
-            status, error = "retrying", f"timed out after {self.settings.attempt_timeout_s:g}s"
+            status, error = (
+                ActionStatus.RETRYING,
+                f"timed out after {self.settings.attempt_timeout_s:g}s",
+            )
             retry_in = retry_delay(claimed, None)
         except Exception as exc:  # an executor bug is recorded, bounded by the attempts
             log.exception("action raised unexpectedly", extra=extra)
-            status, error = "retrying", f"internal error: {exc!r}"
+            status, error = ActionStatus.RETRYING, f"internal error: {exc!r}"
             retry_in = retry_delay(claimed, None)
-        if status == "retrying" and claimed.attempt >= claimed.max_attempts:
-            status, retry_in = "failed", None
+        if status == ActionStatus.RETRYING and claimed.attempt >= claimed.max_attempts:
+            status, retry_in = ActionStatus.FAILED, None
             error = f"{error} (gave up after {claimed.attempt} attempts)"
         duration_ms = int((time.monotonic() - started) * 1000)
-        self.audit.finish(
+        await self.claims.finish(
             claimed,
             status=status,
             duration_ms=duration_ms,
@@ -192,9 +142,9 @@ class JobRunner:
             response_data=response,
             retry_in_s=retry_in,
         )
-        log_level = logging.INFO if status == "success" else logging.WARNING
+        log_level = logging.INFO if status == ActionStatus.SUCCESS else logging.WARNING
         log.log(log_level, "action %s", status, extra={**extra, "duration_ms": duration_ms})
-        return status
+        return status.value
 
     def _request(self, claimed: ClaimedAction) -> ActionRequest:
         if claimed.action_type not in self.executors:
@@ -220,8 +170,8 @@ class JobRunner:
         aclose = getattr(self.runtime, "aclose", None)
         if aclose is not None:
             self.loop.run_until_complete(aclose())
+        self.loop.run_until_complete(self.claims.aclose())
         self.loop.close()
-        self.audit.close()
 
 
 _runner: JobRunner | None = None

@@ -2,9 +2,10 @@
 
 One ``WorkerRuntime`` is created per worker process, used from one event loop, and reused
 across jobs (closing it with ``aclose`` at shutdown): one guarded ``httpx.AsyncClient``
-and its connection pool, one Redis client for the Telegram flood limits, one initialised
-``telegram.Bot`` per token, and the agent endpoint cache.  Creating these per job would
-cost a TCP/TLS handshake and a ``getMe`` per action.
+and its connection pool, the Telegram flood limits and delivered parts (shared through
+Redis in a worker, ``WorkerRuntime.with_redis``; their in-memory twins in unit tests),
+one initialised ``telegram.Bot`` per token, and the agent endpoint cache.  Creating
+these per job would cost a TCP/TLS handshake and a ``getMe`` per action.
 
 Executors accept the narrow ``ActionRuntime`` of ``actions.base`` and ask for what they
 need through ``resources_of``, so a test may pass any object with these attributes.
@@ -24,9 +25,9 @@ from actions.agents import AgentEndpointCache
 from actions.base import ActionRuntime, ActionSettings, AgentDirectory
 from actions.errors import PermanentActionError
 from actions.flood import FloodLimiter, RedisFloodLimiter
-from actions.ledger import PartLedger, RedisPartLedger
 from actions.netguard import GuardedTransport, NetworkGuard
 from actions.redact import install_library_log_redactor
+from actions.telegram_parts import RedisTelegramParts, TelegramParts
 
 _CLIENT_HEADERS = {
     "user-agent": "trigger-engine",
@@ -55,7 +56,7 @@ class ExecutorResources(Protocol):
     def flood(self) -> FloodLimiter: ...
 
     @property
-    def telegram_ledger(self) -> PartLedger: ...
+    def telegram_parts(self) -> TelegramParts: ...
 
     @property
     def agent_endpoints(self) -> AgentEndpointCache: ...
@@ -73,7 +74,16 @@ def resources_of(runtime: ActionRuntime) -> ExecutorResources:
 class WorkerRuntime:
     """The ``ActionRuntime`` of an ``engine worker`` process (see the module docstring)."""
 
-    def __init__(self, settings: ActionSettings, *, redis_url: str, agents: AgentDirectory) -> None:
+    def __init__(
+        self,
+        settings: ActionSettings,
+        *,
+        agents: AgentDirectory,
+        flood: FloodLimiter,
+        telegram_parts: TelegramParts,
+        redis: Redis | None = None,
+    ) -> None:
+        """``redis``: the client behind ``flood`` and ``telegram_parts``, closed by ``aclose``."""
         self.settings = settings
         self._agents = agents
         install_library_log_redactor(settings.telegram_bots.values())
@@ -87,12 +97,26 @@ class WorkerRuntime:
             timeout=settings.default_timeout_s,
             headers=_CLIENT_HEADERS,
         )
-        self._redis: Redis = Redis.from_url(redis_url)
-        self._flood = RedisFloodLimiter(self._redis)
-        self._ledger = RedisPartLedger(self._redis)
+        self._redis = redis
+        self._flood = flood
+        self._telegram_parts = telegram_parts
         self._agent_endpoints = AgentEndpointCache(settings.agent_resolve_ttl_s)
         self._bots: dict[str, telegram.Bot] = {}
         self._bot_lock = asyncio.Lock()
+
+    @classmethod
+    def with_redis(
+        cls, settings: ActionSettings, *, redis_url: str, agents: AgentDirectory
+    ) -> WorkerRuntime:
+        """The runtime of a worker process: flood limits and parts shared through Redis."""
+        client: Redis = Redis.from_url(redis_url)
+        return cls(
+            settings,
+            agents=agents,
+            flood=RedisFloodLimiter(client),
+            telegram_parts=RedisTelegramParts(client),
+            redis=client,
+        )
 
     @property
     def agents(self) -> AgentDirectory:
@@ -111,13 +135,13 @@ class WorkerRuntime:
 
     @property
     def flood(self) -> FloodLimiter:
-        """Telegram flood limits shared with every other worker through Redis."""
+        """Telegram flood limits (shared with every other worker through Redis)."""
         return self._flood
 
     @property
-    def telegram_ledger(self) -> PartLedger:
+    def telegram_parts(self) -> TelegramParts:
         """Telegram parts already delivered, so a retry does not send them again."""
-        return self._ledger
+        return self._telegram_parts
 
     @property
     def agent_endpoints(self) -> AgentEndpointCache:
@@ -149,7 +173,8 @@ class WorkerRuntime:
         for bot in bots:
             await bot.shutdown()
         await self._http.aclose()
-        await self._redis.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
         # The agent directory is the engine's; close it too when it holds a connection.
         close_agents = getattr(self._agents, "aclose", None)
         if close_agents is not None:

@@ -17,7 +17,7 @@ Before every message a slot is taken in the flood windows shared through Redis
   permanent, with Telegram's reason;
 - timeouts and network errors: retryable.
 Telegram has no idempotency key, so each delivered part is written to a ledger in Redis
-(``actions.ledger``) keyed by the action id: a retried action skips the parts an earlier
+(``actions.telegram_parts``) keyed by the action id: a retried action skips the parts an earlier
 attempt delivered (a worker killed between the send and the record may still repeat one).
 ``response_data``: ``chat_id``, ``message_ids``, ``message_id`` (the first), ``parts``.
 The bot token is scrubbed from every message (PTB puts it in URLs).
@@ -45,9 +45,9 @@ from telegram.error import (
 from actions.base import ActionOutcome, ActionRequest, ActionRuntime
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
 from actions.flood import FloodLimiter, acquire_slot, bot_key
-from actions.ledger import ledger_key
 from actions.redact import redact
 from actions.runtime import resources_of
+from actions.telegram_parts import parts_key
 from actions.telegram_text import split_message
 
 PARSE_MODES = {"html": "HTML", "markdownv2": "MarkdownV2", "none": None}
@@ -182,14 +182,14 @@ async def execute_telegram(request: ActionRequest, runtime: ActionRuntime) -> Ac
             disable_preview=bool(spec.get("disable_preview", False)),
         )
         parts = split_message(text, parse_mode)
-        ledger, key = resources.telegram_ledger, ledger_key(request.action_id, text)
-        sent_before = await ledger.delivered(key)
+        part_record, key = resources.telegram_parts, parts_key(request.action_id, text)
+        sent_before = await part_record.delivered(key)
         for index, part in enumerate(parts):
             if index in sent_before:  # delivered by an earlier attempt of this action
                 delivery.message_ids.append(sent_before[index])
                 continue
             await delivery.send(part)
-            await ledger.record(key, index, delivery.message_ids[-1])
+            await part_record.record(key, index, delivery.message_ids[-1])
     except TelegramError as exc:
         data = delivery.response_data() if delivery else None
         error = _translate(exc, data)

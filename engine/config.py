@@ -67,6 +67,12 @@ class WorkerTunables:
     lease_margin_s: float = 30.0  # a running row is taken over this long after its timeout
     concurrency: int = 8  # jobs a worker process runs at once in its event loop
     crash_attempts: int = 2  # extra attempts for a row whose worker died mid-attempt
+    sweep_batch_size: int = 1000  # rows `engine run`'s sweep re-enqueues per round
+    db_reconnect_min_s: float = 0.2  # a worker's first wait for an unavailable database
+    db_reconnect_max_s: float = 5.0  # its longest wait between reconnects
+    db_reconnect_deadline_s: float = 30.0  # then the action is left to the sweep
+    redis_reconnect_min_s: float = 0.5  # a worker's first wait for an unavailable Redis
+    redis_reconnect_max_s: float = 10.0  # its longest wait between restarts
 
 
 @dataclass(frozen=True)

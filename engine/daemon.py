@@ -25,7 +25,7 @@ import redis
 
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
-from engine.dispatcher import Dispatcher
+from engine.dispatcher import Dispatcher, sweep_actions
 from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.listener import Listener
 from engine.maintenance import Maintenance
@@ -379,27 +379,20 @@ class Daemon:
             log.info("redis is back: dispatching again")
 
     async def sweep(self) -> int:
-        """Re-enqueue rows the dispatcher lost, retries that are due and expired leases."""
+        """Run the dispatcher's sweep (engine.dispatcher.sweep) now; how many it re-enqueued."""
         assert self.pool is not None
-        tun = self.settings.engine
-        crash_attempts = self.settings.worker.crash_attempts
-        for row in await self.pool.fetch(query("fail_abandoned"), crash_attempts):
-            log.warning(
-                "action abandoned by its workers: dead letter", extra={"action_id": row["id"]}
-            )
-        rows = await self.pool.fetch(query("due_actions"), tun.sweep_grace_s, 1000, crash_attempts)
-        if not rows:
-            return 0
-        # A row whose lease expired belongs to a dead worker, whatever RQ believes.
-        expired = [row["id"] for row in rows if row["status"] == "running"]
-        waiting = [row["id"] for row in rows if row["status"] != "running"]
         try:
-            lost = expired + await asyncio.to_thread(self.dispatcher.not_pending, waiting)
-            await asyncio.to_thread(self.dispatcher.enqueue, lost)
+            swept = await sweep_actions(
+                self.dispatcher,
+                self.pool,
+                grace_s=self.settings.engine.sweep_grace_s,
+                batch_size=self.settings.worker.sweep_batch_size,
+                crash_attempts=self.settings.worker.crash_attempts,
+            )
         except redis.RedisError as exc:
             self._redis_down(exc)
             return 0
+        if swept is None:
+            return 0
         self._redis_up()
-        if lost:
-            log.info("sweep re-enqueued actions", extra={"actions": len(lost)})
-        return len(lost)
+        return swept

@@ -16,9 +16,10 @@ import redis
 from rq import Queue, Worker
 
 import sql
+from actions.claims import ActionStatus
 from engine.config import Settings
 
-ACTION_STATUSES = ("queued", "running", "retrying", "success", "failed")
+ACTION_STATUSES = tuple(status.value for status in ActionStatus)
 RATE_WINDOW_S = 60
 REDIS_TIMEOUT_S = 3
 
@@ -196,9 +197,9 @@ def format_status(status: dict[str, Any]) -> str:
     actions = status["actions"]
     lines.append("actions")
     lines += _table(ACTION_STATUSES, [[actions[k] for k in ACTION_STATUSES]], label_column=False)
-    if actions["queued"] and actions.get("oldest_queued_seconds") is not None:
+    if actions[ActionStatus.QUEUED] and actions.get("oldest_queued_seconds") is not None:
         lines.append(f"  oldest queued: {_seconds(actions['oldest_queued_seconds'])} ago")
-    if actions["failed"]:
+    if actions[ActionStatus.FAILED]:
         lines.append("  dead letters: `engine actions failed`, replay with `engine actions retry`")
 
     lines += _format_queue(status["queue"])

@@ -1,9 +1,9 @@
 """``engine worker``: RQ workers that keep their connections and event loop across jobs.
 
 RQ's default Worker forks a process per job (imports and connections paid every
-time: about 9 jobs/s here for a webhook and an INSERT); a SimpleWorker runs jobs in
-its own process, and the JobRunner installed before it starts keeps one event loop,
-one database connection, one HTTP client and the Telegram bots for its whole life.
+time); a SimpleWorker runs jobs in its own process, and the JobRunner installed before
+it starts keeps one event loop, one database connection, one HTTP client and the
+Telegram bots for its whole life.  It wires; it must never execute an action itself.
 """
 
 from __future__ import annotations
@@ -19,23 +19,21 @@ import redis
 from rq import Queue, SimpleWorker
 
 from actions.base import ActionRuntime
+from actions.claims import ReconnectBackoff
 from actions.directory import PostgresAgentDirectory
 from actions.job import JobRunner, JobSettings, install_runner
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
 
-REDIS_RETRY_MIN_S = 0.5  # backoff while Redis is away
-REDIS_RETRY_MAX_S = 10.0
-
 
 def build_runner(settings: Settings) -> JobRunner:
-    """The per-process state of a worker: executors, their clients, the audit connection."""
-    from actions.registry import EXECUTORS
+    """The per-process state of a worker: executors, their clients, the claims connection."""
+    from actions.executors import EXECUTORS
     from actions.runtime import WorkerRuntime
 
     async def make_runtime() -> ActionRuntime:
-        return WorkerRuntime(
+        return WorkerRuntime.with_redis(
             settings.actions,
             redis_url=settings.redis_url,
             agents=PostgresAgentDirectory(settings.database_url),
@@ -47,7 +45,12 @@ def build_runner(settings: Settings) -> JobRunner:
         attempt_timeout_s=tun.job_timeout_s,
         lease_s=tun.job_timeout_s + tun.lease_margin_s,
         crash_attempts=tun.crash_attempts,
-        batch=tun.concurrency,
+        concurrency=tun.concurrency,
+        db_backoff=ReconnectBackoff(
+            min_s=tun.db_reconnect_min_s,
+            max_s=tun.db_reconnect_max_s,
+            deadline_s=tun.db_reconnect_deadline_s,
+        ),
         environ=dict(os.environ),
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)
@@ -59,7 +62,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     install_runner(runner)
     connection = redis.Redis.from_url(settings.redis_url)
     queue = Queue(settings.worker.queue, connection=connection)
-    delay = REDIS_RETRY_MIN_S
+    delay = settings.worker.redis_reconnect_min_s
     try:
         while True:
             name = f"engine-worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -80,7 +83,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 time.sleep(delay)
-                delay = min(delay * 2, REDIS_RETRY_MAX_S)
+                delay = min(delay * 2, settings.worker.redis_reconnect_max_s)
     finally:
         install_runner(None)
         runner.close()

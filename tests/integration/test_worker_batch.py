@@ -1,5 +1,5 @@
 """A worker runs the action jobs waiting behind its RQ job as one concurrent batch
-(actions/job.py: take_waiting_actions): each action still runs exactly once, and a
+(actions/rq_internals.py: take_waiting_actions): each action still runs exactly once, and a
 worker that dies after taking jobs loses none of them (the sweep re-enqueues them)."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import redis
 
-from actions.job import _TAKE_WAITING_LUA, ACTION_JOB_PREFIX
+from actions.rq_internals import ACTION_JOB_PREFIX, JOB_KEY_PREFIX, queue_key, take_waiting
+from engine.config import WorkerTunables
 from tests.fakes.webhook import WebhookReceiver
 from tests.integration.test_pipeline import feedback, setup_engine
 from tests.processes import engine_processes, insert_events, query_value, wait_until
 
-QUEUE_KEY = "rq:queue:engine-actions"
+QUEUE_KEY = queue_key(WorkerTunables().queue)
 
 
 def _queued(database_url: str, n: int) -> bool:
@@ -45,7 +46,7 @@ def test_a_backlog_of_jobs_runs_in_batches_each_action_once(
     assert len(ids) == total and len(set(ids)) == total
     assert query_value(database_url, "SELECT max(attempts) FROM action_results") == 1
     assert client.llen(QUEUE_KEY) == 0
-    assert not list(client.scan_iter(f"rq:job:{ACTION_JOB_PREFIX}*"))
+    assert not list(client.scan_iter(f"{JOB_KEY_PREFIX}{ACTION_JOB_PREFIX}*"))
     client.close()
 
 
@@ -59,7 +60,7 @@ def test_jobs_taken_by_a_worker_that_died_are_re_enqueued(
     with engine_processes(config, tmp_path, ["run"]):
         wait_until(lambda: client.llen(QUEUE_KEY) == total, what="all jobs enqueued")
         # A worker takes 8 waiting jobs, then dies before claiming their rows.
-        taken = client.eval(_TAKE_WAITING_LUA, 1, QUEUE_KEY, 8, ACTION_JOB_PREFIX, "rq:job:")
+        taken = take_waiting(client, WorkerTunables().queue, 8)
         assert len(taken) == 8
         assert _queued(database_url, total)
         with engine_processes(config, tmp_path, ["worker"]):

@@ -2,8 +2,8 @@
 
 The servers listen on 127.0.0.1, so most tests turn the network guard off
 (``allow_private``) exactly as ``network.allow_private: true`` does; the guard's own
-tests keep it on.  Redis is the session's private server (``redis_url`` in
-tests/conftest.py).
+tests keep it on.  Flood limits and delivered parts are the in-memory twins: no Redis
+(tests/integration covers the Redis ones and checks both behave alike).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytest
 
 from actions.agents import InMemoryAgentDirectory
 from actions.base import ActionRequest, ActionSettings
+from actions.flood import InMemoryFloodLimiter
 from actions.runtime import WorkerRuntime
+from actions.telegram_parts import InMemoryTelegramParts
 from tests.fakes.files_server import FilesServer
 from tests.fakes.mcp_server import FakeMCPServer
 from tests.fakes.telegram_api import FakeTelegramAPI
@@ -57,10 +59,11 @@ RuntimeFactory = Callable[..., WorkerRuntime]
 
 
 @pytest.fixture
-async def make_runtime(
-    redis_url: str, agents: InMemoryAgentDirectory
-) -> AsyncIterator[RuntimeFactory]:
-    """Builds WorkerRuntimes (closed after the test); keyword args override settings."""
+async def make_runtime(agents: InMemoryAgentDirectory) -> AsyncIterator[RuntimeFactory]:
+    """Builds WorkerRuntimes (closed after the test); keyword args override settings.
+
+    Each runtime has fresh in-memory flood limits and delivered parts.
+    """
     made: list[WorkerRuntime] = []
 
     def make(**overrides: Any) -> WorkerRuntime:
@@ -69,7 +72,12 @@ async def make_runtime(
             "telegram_bots": {"default": BOT_TOKEN, "other": OTHER_BOT_TOKEN},
         }
         fields.update(overrides)
-        runtime = WorkerRuntime(ActionSettings(**fields), redis_url=redis_url, agents=agents)
+        runtime = WorkerRuntime(
+            ActionSettings(**fields),
+            agents=agents,
+            flood=InMemoryFloodLimiter(),
+            telegram_parts=InMemoryTelegramParts(),
+        )
         made.append(runtime)
         return runtime
 

@@ -1,4 +1,5 @@
-"""The dispatcher's script writes exactly what RQ's ``Queue.enqueue_many`` writes.
+"""The dispatcher's script (actions.rq_internals) writes exactly what RQ's
+``Queue.enqueue_many`` writes.
 
 Each test enqueues the same ids both ways, the dispatcher into database 0 and RQ itself
 (the dispatcher's code before the script) into database 1 of the session's real
@@ -30,7 +31,8 @@ from rq.registry import (
 from rq.utils import utcparse
 
 import engine.dispatcher as dispatcher_module
-from actions.job import job_id, run_action
+from actions.job import run_action
+from actions.rq_internals import QUEUES_KEY, job_id, job_key, queue_key
 from devkit.localstack.common import free_port
 from engine.config import WorkerTunables
 from engine.dispatcher import Dispatcher
@@ -134,11 +136,11 @@ def test_same_keys_fields_and_queue_as_enqueue_many(pair: Pair, monkeypatch) -> 
     started = datetime.now(UTC)
     pair.enqueue(ids)
     keys = assert_same(pair, started)
-    queue_key = f"rq:queue:{TUNABLES.queue}".encode()
-    expected = {b"rq:queues", queue_key} | {f"rq:job:{job_id(a)}".encode() for a in ids}
+    the_queue = queue_key(TUNABLES.queue).encode()
+    expected = {QUEUES_KEY.encode(), the_queue} | {job_key(a).encode() for a in ids}
     assert keys.keys() == expected  # no registry, nothing else
-    assert keys[queue_key][3] == [job_id(a).encode() for a in ids]  # in the given order
-    assert keys[b"rq:queues"][3] == [queue_key]
+    assert keys[the_queue][3] == [job_id(a).encode() for a in ids]  # in the given order
+    assert keys[QUEUES_KEY.encode()][3] == [the_queue]
 
 
 def test_a_large_batch_with_the_real_chunk_size(pair: Pair) -> None:
@@ -155,12 +157,12 @@ def test_enqueuing_again_over_old_jobs(pair: Pair) -> None:
     pair.enqueue([1, 2, 3])
     for client in pair.both():
         client.hset(
-            "rq:job:action-1",
+            job_key(1),
             mapping={"status": "failed", "worker_name": "w1", "exc_info": "x", "started_at": "t"},
         )
-        client.hset("rq:job:action-2", mapping={"status": "started", "meta": "m"})
-        client.expire("rq:job:action-2", 300)
-        client.delete(f"rq:queue:{TUNABLES.queue}")
+        client.hset(job_key(2), mapping={"status": "started", "meta": "m"})
+        client.expire(job_key(2), 300)
+        client.delete(queue_key(TUNABLES.queue))
     pair.enqueue([2, 1, 4])
     assert_same(pair, started)
 
@@ -168,7 +170,7 @@ def test_enqueuing_again_over_old_jobs(pair: Pair) -> None:
 def test_a_failing_write_fails_like_the_transaction(pair: Pair) -> None:
     """MULTI/EXEC runs the other commands and raises the first error: so does the script."""
     for client in pair.both():
-        client.set("rq:job:action-3", "not a hash")
+        client.set(job_key(3), "not a hash")
     started = datetime.now(UTC)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         pair.dispatcher.enqueue([1, 2, 3, 4])
@@ -207,7 +209,7 @@ def test_rq_reads_the_jobs_as_its_own(pair: Pair) -> None:
     ):
         assert registry(queue=queue).count == 0
     assert pair.dispatcher.not_pending(ids) == []
-    pair.fast.delete(f"rq:job:{job_id(13)}")
+    pair.fast.delete(job_key(13))
     assert pair.dispatcher.not_pending([*ids, 99]) == [13, 99]
 
 
@@ -293,7 +295,7 @@ def test_rq_writing_something_else_falls_back(
         started = datetime.now(UTC)
         p.enqueue([1, 2])
         assert_same(p, started)
-        assert p.fast.hget("rq:job:action-2", "extra") == b"action-2"
+        assert p.fast.hget(job_key(2), "extra") == job_id(2).encode()
     finally:
         p.close()
 
@@ -316,5 +318,18 @@ def test_rq_writing_an_extra_command_falls_back(
         started = datetime.now(UTC)
         p.enqueue([1, 2])
         assert_same(p, started)
+    finally:
+        p.close()
+
+
+def test_rq_moving_its_job_keys_falls_back(redis_server, redis_url, monkeypatch, unwarned) -> None:
+    """Same release, but job hashes under another prefix: ``not_pending`` would look in
+    the wrong place, so the layout is refused as a whole."""
+    monkeypatch.setattr(Job, "redis_job_namespace_prefix", "rq:j:")
+    p = Pair(redis_server.url(0), redis_server.url(1))
+    try:
+        assert p.dispatcher._writes is None
+        (record,) = fallback_warnings(unwarned)
+        assert "job key" in record.reason  # type: ignore[attr-defined]
     finally:
         p.close()

@@ -1,4 +1,7 @@
-"""The executors by action kind: what ``engine worker`` calls for each queued action."""
+"""The executors by action kind: what ``engine worker`` calls for each queued action.
+
+Not ERC-8004's registries: those are event sources, named in rules' ``on: registry``.
+"""
 
 from __future__ import annotations
 

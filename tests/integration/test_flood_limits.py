@@ -1,18 +1,24 @@
-"""Flood limits: the Redis limiter and its in-memory twin pass the same cases."""
+"""Flood limits: the Redis limiter and its in-memory twin pass the same cases, and two
+worker runtimes on one Redis share the limits."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 import actions.flood as flood
+from actions.agents import InMemoryAgentDirectory
+from actions.base import ActionSettings
 from actions.errors import RetryableActionError
 from actions.flood import InMemoryFloodLimiter, RedisFloodLimiter, Window, acquire_slot
+from actions.runtime import WorkerRuntime
 from actions.telegram import execute_telegram
+from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.unit.actions.conftest import BOT_TOKEN, build_request
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -74,16 +80,35 @@ async def test_acquire_waits_briefly_and_retries_long_waits(limiter):
     assert 29 <= (caught.value.retry_after or 0) <= 30
 
 
-async def test_shared_across_two_runtimes(make_runtime, telegram_api, request_for):
+@pytest.fixture
+def telegram_api() -> Iterator[FakeTelegramAPI]:
+    api = FakeTelegramAPI({BOT_TOKEN})
+    api.start()
+    yield api
+    api.stop()
+
+
+async def test_shared_across_two_runtimes(redis_url, telegram_api):
     """Two worker processes (two runtimes, one Redis) still send one message a second."""
-    first = make_runtime(telegram_api_base_url=telegram_api.api_base_url)
-    second = make_runtime(telegram_api_base_url=telegram_api.api_base_url)
-    await asyncio.gather(
-        *(
-            execute_telegram(request_for("telegram", {"chat_id": 5, "text": f"m{n}"}), runtime)
-            for n, runtime in enumerate([first, second, first, second])
-        )
+    settings = ActionSettings(
+        allow_private_network=True,
+        telegram_bots={"default": BOT_TOKEN},
+        telegram_api_base_url=telegram_api.api_base_url,
     )
+    first, second = (
+        WorkerRuntime.with_redis(settings, redis_url=redis_url, agents=InMemoryAgentDirectory())
+        for _ in range(2)
+    )
+    try:
+        await asyncio.gather(
+            *(
+                execute_telegram(build_request("telegram", {"chat_id": 5, "text": f"m{n}"}), rt)
+                for n, rt in enumerate([first, second, first, second])
+            )
+        )
+    finally:
+        await first.aclose()
+        await second.aclose()
     times = sorted(message.at for message in telegram_api.messages)
     assert len(times) == 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
