@@ -1,10 +1,9 @@
 """Errors raised by action executors, split by what the worker must do next.
 
-EngineError (rules.errors)
-└── ActionError
-    ├── RetryableActionError   transient: the row goes 'retrying' (or 'failed' when the
-    │                          attempts are spent); ``retry_after`` overrides the backoff
-    └── PermanentActionError   the row goes 'failed' at once (dead letter, replayable)
+``RetryableActionError``: the row goes 'retrying' (or 'failed' when its attempts are
+spent), ``retry_after`` overriding the backoff.  ``PermanentActionError``: the row goes
+'failed' at once (a dead letter, replayable).  Their place in the one exception tree is
+drawn in ``rules/errors.py``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from actions.rq_internals import job_id, job_key, queue_key
 from devkit.localstack import PostgresServer, RedisServer, free_port
+from engine.config import WorkerTunables
 from tests.fakes.webhook import WebhookReceiver
 from tests.faults_support import (
     CHAIN_ID,
@@ -1089,10 +1091,11 @@ def test_job_left_started_by_a_lost_worker_is_dispatched_again(
             what="the queued rows",
         )
         client = redis_lib.Redis.from_url(redis_url)
-        wait_until(lambda: client.llen("rq:queue:engine-actions") == n, what="the jobs")
+        queue = queue_key(WorkerTunables().queue)
+        wait_until(lambda: client.llen(queue) == n, what="the jobs")
         for action_id in ids:  # dequeued by a worker that then vanished
-            client.lrem("rq:queue:engine-actions", 0, f"action-{action_id}")
-            client.hset(f"rq:job:action-{action_id}", "status", "started")
+            client.lrem(queue, 0, job_id(action_id))
+            client.hset(job_key(action_id), "status", "started")
         client.close()
         sc.start("worker")
         outcome = verify(
