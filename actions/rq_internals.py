@@ -22,7 +22,7 @@ That is not assumed: ``learn_writes`` records what ``enqueue_many`` sends for sa
 jobs into a pipeline that is never executed, checks that the commands have exactly that
 shape and that two jobs differ only in the per-job fields, which it computes exactly as
 RQ did; the constant fields are then RQ's own recorded values.  Any other RQ release, or
-any failed check, raises ``UnverifiedRQ`` and the dispatcher uses ``enqueue_many``.
+any failed check, raises ``UnverifiedRQError`` and the dispatcher uses ``enqueue_many``.
 
 This module must never hold policy (what to enqueue, when to sweep): only RQ's layout.
 """

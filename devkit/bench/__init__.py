@@ -1,8 +1,9 @@
-"""``engine bench``: each figure of issue 7 beside the raw baseline measured in the same run.
+"""``engine bench``: each figure beside the raw baseline measured in the same run.
 
-Modules: ``data`` (events and rule sets), ``stack`` (servers), ``evaluation`` (figures 1
-and 6), ``live`` (figures 2, 3 and the doorbell), ``throughput`` (figure 4), ``memory``
-(figure 5), ``report`` (printing).  Medians of repeated runs where a run is short.
+docs/performance.md says what each figure means.  Modules: ``data`` (events and rule
+sets), ``stack`` (servers), ``evaluation`` (figures 1 and 6), ``live`` (figures 2, 3 and
+the doorbell), ``throughput`` (figure 4), ``memory`` (figure 5), ``report`` (printing).
+Medians of repeated runs where a run is short.
 """
 
 from __future__ import annotations
