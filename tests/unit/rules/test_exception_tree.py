@@ -12,8 +12,9 @@ import rules.errors
 from rules.errors import EngineError
 
 PACKAGES = ("engine", "actions", "rules", "devkit", "sql")
-# Raised and caught inside one module to steer control flow; never seen by a caller.
-PRIVATE_CONTROL_FLOW = {"_EventWrittenTwice", "_TooBig", "_Unverified"}
+# Raised and caught inside the engine to steer control flow (a batch evaluated again with
+# the INSERT, an oversized body, the RQ fast path turned off); never seen by a user.
+PRIVATE_CONTROL_FLOW = {"EventWrittenTwice", "_TooBig", "UnverifiedRQError"}
 # An entry: its name at the start of the line or right after a branch; other lines of
 # the drawing continue the description of the entry above them.
 _DRAWN = re.compile(r"^(?P<indent>(?:[│ ]   )*[├└]── )?(?P<name>[A-Z]\w+)\b")
