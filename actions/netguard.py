@@ -33,6 +33,19 @@ _METADATA = frozenset(
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+# Blocks of the IANA special-purpose registries that are not globally reachable but that
+# `is_global` of older interpreters (before 3.11.10 / 3.12.4) still calls global, so the
+# guard answers the same on every interpreter the project supports.
+_NOT_GLOBAL = (
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.ip_network("2002::/16"),  # 6to4: any relay may deliver it anywhere
+    ipaddress.ip_network("3fff::/20"),  # documentation
+)
+_GLOBAL_INSIDE_NOT_GLOBAL = frozenset(
+    {ipaddress.ip_address("192.0.0.9"), ipaddress.ip_address("192.0.0.10")}  # anycast
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
@@ -41,10 +54,20 @@ class AddressRefused(PermanentActionError):
 
 
 def refusal_reason(address: IPAddress) -> str | None:
-    """Why ``address`` may not be reached, or None when it is a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address inside.
-        return refusal_reason(address.ipv4_mapped)
+    """Why ``address`` may not be reached, or None when it is a public address.
+
+    An IPv6 address that carries an IPv4 address (6to4, Teredo, NAT64, IPv4-compatible)
+    is refused when that IPv4 address would be: a relay or translator on the path
+    delivers the packet there.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # ::ffff:127.0.0.1 is 127.0.0.1 itself: judge the IPv4 address inside.
+            return refusal_reason(address.ipv4_mapped)
+        for form, inner in _embedded_ipv4(address):
+            reason = refusal_reason(inner)
+            if reason is not None:
+                return f"{reason} ({form} of {inner})"
     checks: Sequence[tuple[bool, str]] = (
         (address in _METADATA, "cloud metadata"),
         (address.is_unspecified, "unspecified"),
@@ -55,9 +78,31 @@ def refusal_reason(address: IPAddress) -> str | None:
         (address in _UNIQUE_LOCAL, "unique-local"),
         (address.is_reserved, "reserved"),
         (address.is_private, "private"),
-        (not address.is_global, "not globally routable"),
+        (not _is_global(address), "not globally routable"),
     )
     return next((reason for refused, reason in checks if refused), None)
+
+
+def _is_global(address: IPAddress) -> bool:
+    if address in _GLOBAL_INSIDE_NOT_GLOBAL:
+        return True
+    return address.is_global and not any(address in block for block in _NOT_GLOBAL)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, each with the name of its form."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [("Teredo server", server), ("Teredo client", client)]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64:
+        found.append(("NAT64", low32))
+    elif address in _IPV4_COMPATIBLE and not (address.is_unspecified or address.is_loopback):
+        found.append(("IPv4-compatible", low32))  # :: and ::1 are not IPv4 addresses
+    return found
 
 
 class NetworkGuard:

@@ -8,7 +8,10 @@ holds.  Semantics a rule author relies on:
 - a value of the wrong type at run time (a string in ``score``, a list anywhere) satisfies
   no operator except ``exists``: it is treated as "cannot compare", not as "different";
 - ``0x…`` strings compare case-insensitively (operands are lower-cased here, once; values
-  are lower-cased per event only when they start with 0x).
+  are lower-cased per event only when they start with 0x);
+- ``matches`` runs on RE2, whose time is linear in the value: a pattern runs inside the
+  evaluation transaction, so it must never backtrack.  Patterns RE2 cannot run
+  (backreferences, lookaround) are refused when the file is loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final
+
+import re2
 
 from rules.fields import INTEGER, NUMBER, TEXT, fold_hex, is_number, suggest
 from rules.reporting import Problems, shown
@@ -174,11 +179,57 @@ def _compile_text_operator(
         sink.at(path, f"regular expression is longer than {MAX_PATTERN_CHARS} characters")
         return None
     try:
-        pattern = re.compile(operand)
-    except (re.error, OverflowError, RecursionError) as exc:
-        sink.at(path, f"is not a valid regular expression: {exc}")
+        search = linear_search(operand)
+    except re2.error as exc:
+        sink.at(path, _refusal(operand, exc))
         return None
-    return _matches(field, pattern)
+    return _matches(field, search)
+
+
+def _refusal(pattern: str, exc: re2.error) -> str:
+    """Why a pattern RE2 refused cannot be used, in the words that help its author most."""
+    try:
+        re.compile(pattern)  # when Python cannot parse it either, its message is the clearer
+    except (re.error, OverflowError, RecursionError) as syntax:
+        return f"is not a valid regular expression: {syntax}"
+    message = exc.args[0] if exc.args else exc
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    return (
+        "uses what the linear-time regular expression engine (RE2) cannot run: "
+        f"{message} (backreferences, lookahead and lookbehind are not supported)"
+    )
+
+
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False  # rules do no I/O: RE2 would write refusals to stderr
+
+
+def linear_search(pattern: str) -> Callable[[str], bool]:
+    """Whether ``pattern`` is found anywhere in a text, in time linear in the text.
+
+    Raises ``re2.error`` for a pattern RE2 cannot run.  The answer comes from a one-pattern
+    ``re2.Set``, which only says whether it matched: much cheaper per event than building
+    a match object.  A Set answers "no match" too when its DFA runs out of memory, so it
+    also holds the empty pattern, which matches every text: no answer at all means the DFA
+    failed, and the full regex (which falls back to RE2's NFA) decides.
+    """
+    regex = re2.compile(pattern, _RE2_OPTIONS)
+    found = re2.Set.SearchSet(_RE2_OPTIONS)
+    try:
+        found.Add(pattern)
+        found.Add("")
+        found.Compile()
+    except re2.error:  # too large for a Set; the regex alone is still linear
+        return lambda text: regex.search(text) is not None
+
+    def search(text: str) -> bool:
+        hits = found.Match(text)
+        if hits is None:
+            return regex.search(text) is not None
+        return 0 in hits
+
+    return search
 
 
 def _kind_name(kind: str) -> str:
@@ -268,5 +319,5 @@ def _contains(field: str, needle: str) -> Predicate:
     return lambda e: type(v := e.get(field)) is str and needle in fold_hex(v)
 
 
-def _matches(field: str, pattern: re.Pattern[str]) -> Predicate:
-    return lambda e: type(v := e.get(field)) is str and pattern.search(v) is not None
+def _matches(field: str, search: Callable[[str], bool]) -> Predicate:
+    return lambda e: type(v := e.get(field)) is str and search(v)

@@ -41,7 +41,68 @@ def test_refused_addresses(address, reason):
     assert refusal_reason(ipaddress.ip_address(address)) == reason
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        # Every form that carries an IPv4 address inside an IPv6 one is judged by that IPv4
+        # address too: a relay or translator on the path would deliver it there.
+        ("2002:7f00:1::1", "loopback (6to4 of 127.0.0.1)"),
+        ("2002:a9fe:a9fe::1", "cloud metadata (6to4 of 169.254.169.254)"),
+        ("2002:a00:1::1", "private (6to4 of 10.0.0.1)"),
+        ("2001:0:7f00:1::1", "loopback (Teredo server of 127.0.0.1)"),
+        # The Teredo client address is stored inverted: ffff:ffff is 0.0.0.0, 80ff:fefe is
+        # 127.0.1.1 (and 5601:5601 is 169.254.169.254).
+        ("2001:0:5db8:d822:0:ffff:80ff:fefe", "loopback (Teredo client of 127.0.1.1)"),
+        ("2001:0:5db8:d822:0:ffff:5601:5601", "cloud metadata (Teredo client of 169.254.169.254)"),
+        ("64:ff9b::7f00:1", "loopback (NAT64 of 127.0.0.1)"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata (NAT64 of 169.254.169.254)"),
+        ("::7f00:1", "loopback (IPv4-compatible of 127.0.0.1)"),
+        ("::a9fe:a9fe", "cloud metadata (IPv4-compatible of 169.254.169.254)"),
+        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("::ffff:192.0.0.192", "not globally routable"),
+    ],
+)
+def test_embedded_ipv4_judged(address, reason):
+    assert refusal_reason(ipaddress.ip_address(address)) == reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.0.192",  # IETF protocol assignments: not globally reachable
+        "192.0.0.8",
+        "2002:101:101::1",  # 6to4 of a public address: the 6to4 range itself is not global
+        "3fff::1",  # documentation
+    ],
+)
+def test_not_globally_reachable_refused_on_every_interpreter(address):
+    assert refusal_reason(ipaddress.ip_address(address)) == "not globally routable"
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        # A public IPv4 address inside does not make the outer range public.
+        ("2001:0:101:101::fefe:fefe", "private"),  # Teredo, public server and client
+        ("64:ff9b::101:101", "reserved"),  # NAT64 and IPv4-compatible sit in ::/8
+        ("64:ff9b:1::101:101", "reserved"),  # local-use NAT64
+        ("::101:101", "reserved"),
+    ],
+)
+def test_tunnel_ranges_refused_with_public_ipv4_inside(address, reason):
+    assert refusal_reason(ipaddress.ip_address(address)) == reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "93.184.216.34",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "192.0.0.9",  # PCP anycast: globally reachable
+        "::ffff:1.1.1.1",
+    ],
+)
 def test_public_addresses_pass(address):
     assert refusal_reason(ipaddress.ip_address(address)) is None
 
@@ -56,6 +117,8 @@ def test_public_addresses_pass(address):
         "http://[fd00:ec2::254]/",
         "http://100.64.1.1/",
         "http://0.0.0.0:{port}/",
+        "http://[2002:7f00:1::1]:{port}/hook",
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",
     ],
 )
 async def test_literal_private_urls_refused(url, files_server, make_runtime, request_for):

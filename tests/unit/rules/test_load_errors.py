@@ -91,6 +91,24 @@ def test_bad_regex():
     )
 
 
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),
+        ("(?=a)b", "invalid perl operator: (?="),
+        ("(?<!a)b", "invalid perl operator: (?<!"),
+    ],
+)
+def test_regex_the_linear_engine_cannot_run_is_refused(pattern, problem, capfd):
+    text = HEAD + f"    where: {{tag1: {{matches: '{pattern}'}}}}\n" + REST
+    assert single_error(text) == (
+        "rules/test.yaml:4 rule 'agent-42-drop': where.tag1.matches uses what the linear-time "
+        f"regular expression engine (RE2) cannot run: {problem} (backreferences, lookahead and "
+        "lookbehind are not supported)"
+    )
+    assert capfd.readouterr().err == ""  # loading rules does no I/O
+
+
 def test_template_syntax_error_and_unknown_names():
     text = HEAD + (
         "    actions:\n"

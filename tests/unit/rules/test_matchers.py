@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -36,6 +37,11 @@ def where(spec: str):
         ("{tag1: uptime}", {"tag1": "Uptime"}, False),
         ("{tag1: {matches: '^up'}}", {"tag1": "uptime"}, True),
         ("{tag1: {matches: '^up'}}", {"tag1": "sup"}, False),
+        ("{tag1: {matches: 'time$'}}", {"tag1": "uptime"}, True),
+        ("{tag1: {matches: '(?i)^UP'}}", {"tag1": "uptime"}, True),
+        ("{tag1: {matches: '^[a-z]+$'}}", {"tag1": "úptime"}, False),
+        ("{tag1: {matches: 'é'}}", {"tag1": "café"}, True),
+        ("{tag1: {matches: ''}}", {"tag1": ""}, True),
         ("{tag1: {contains: pti}}", {"tag1": "uptime"}, True),
         ("{tag1: {lt: b}}", {"tag1": "a"}, True),
         ("{file_uri: {exists: true}}", {"file_uri": "ipfs://x"}, True),
@@ -136,3 +142,19 @@ def test_group_key_and_values_are_stable_and_hex_folded():
         "agent_id": 2,
         "client_address": None,
     }
+
+
+def test_catastrophic_pattern_evaluates_in_linear_time():
+    # Backtracking `re` takes seconds here, doubling with each further "a".
+    rule = where("{tag1: {matches: '^(a+)+$'}}")
+    started = time.perf_counter()
+    assert rule.matches({"tag1": "a" * 29 + "!"}) is False
+    assert time.perf_counter() - started < 1.0
+    assert rule.matches({"tag1": "a" * 29}) is True
+
+
+def test_pattern_too_large_for_a_set_still_matches_exactly():
+    # \pL{200} compiles as one RE2 regex but is too large for the one-pattern Set.
+    rule = where("{tag1: {matches: '^\\pL{200}$'}}")
+    assert rule.matches({"tag1": "é" * 200}) is True
+    assert rule.matches({"tag1": "é" * 199 + "1"}) is False
