@@ -119,7 +119,8 @@ ON CONFLICT (trigger_id, hour) DO UPDATE
        errors = rule_stats.errors + EXCLUDED.errors;
 
 -- name: triggers_all
-SELECT id, logic_hash, content_hash FROM triggers;
+-- The file rules (the operator's): tenants' rules are written by the API, never mirrored.
+SELECT id, logic_hash, content_hash FROM triggers WHERE org_id IS NULL;
 
 -- name: triggers_mirror
 -- Every change of a rule reload in one statement: $1 the ids of rules gone, $2 the ids
