@@ -75,7 +75,7 @@ def _as_tenant(conn: psycopg.Connection, org_id: int | None) -> None:
 
 def test_a_tenant_reads_only_its_own_rows(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        acme, globex = _seed(conn)
+        acme, _ = _seed(conn)
     with psycopg.connect(database_url) as conn:
         _as_tenant(conn, acme)
         for table in TENANT_TABLES:
