@@ -52,9 +52,7 @@ class StateMachine:
         shown: dict[str, Any] = {}
         all_hold = True
         for condition in self.conditions:
-            outcome = condition.update(
-                event, old_when.get(condition.key), now, trusted_until
-            )
+            outcome = condition.update(event, old_when.get(condition.key), now, trusted_until)
             when[condition.key] = outcome.state
             shown[condition.key] = outcome.value
             all_hold = all_hold and outcome.holds
