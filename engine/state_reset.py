@@ -84,8 +84,9 @@ def describe_group(group: Mapping[str, Any]) -> str:
     return " ".join(f"{name}={_as_text(value)}" for name, value in group.items())
 
 
-def _per_fields(raw: Any) -> tuple[str, ...]:
-    per = json.loads(raw) if isinstance(raw, str) else raw
+def _per_fields(raw: str | None) -> tuple[str, ...]:
+    """The rule's `per` fields from its stored document (JSON text; None: no per)."""
+    per = None if raw is None else json.loads(raw)
     if isinstance(per, str):
         return (per,)
     if isinstance(per, list):

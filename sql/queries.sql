@@ -393,7 +393,7 @@ SELECT action_type, status,
 SELECT name FROM engine_cursors ORDER BY name FOR UPDATE;
 
 -- name: reset_state_rule_per
-SELECT document->'per' FROM triggers WHERE id = $1;
+SELECT (document->'per')::text FROM triggers WHERE id = $1;
 
 -- name: reset_state_group_keys
 SELECT group_key FROM trigger_state WHERE trigger_id = $1 ORDER BY group_key;
