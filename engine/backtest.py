@@ -3,6 +3,10 @@
 Reads events in the live cursor's order and evaluates them with the same pure code as
 ``engine run``, so the firings it prints are the ones the live engine would have
 produced.  It sends nothing and writes nothing.
+
+Its clock is each event's ``created_at``: when the row was stored is when the live engine
+could first evaluate it, so an event's time is trusted (Rule.step) exactly as far as it
+was live: up to engine.max_event_future_skew_s past that moment.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from psycopg.rows import dict_row
 import sql
 from engine.config import Settings
 from engine.event_rows import events_from_rows
-from rules import Firing, RuleIndex, evaluate_stream, load_rules, render_action
+from rules import Firing, RuleIndex, evaluate_stream, event_time, load_rules, render_action
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import EngineError, TemplateRenderError
@@ -66,6 +70,27 @@ def summarise_action(kind: str, raw: Mapping[str, Any], context: Mapping[str, An
         return f"telegram chat {spec.get('chat_id')}: {text[:160]}"
     target = spec.get("url") or f"agent {spec.get('agent')}"
     return f"mcp {spec.get('tool')} at {target}"
+
+
+class StoredClock:
+    """The backtest's clock: the latest event time to trust for each event (see above)."""
+
+    def __init__(self, skew_s: int, fallback_s: float) -> None:
+        self.skew_s = skew_s
+        self.fallback_s = int(fallback_s)  # a created_at that does not parse: the run's time
+        self.ahead = 0  # events stamped past their ceiling
+
+    def trusted_until(self, event: Mapping[str, Any]) -> int:
+        stored = event.get("created_at")
+        try:
+            stored_s = int(dt.datetime.fromisoformat(str(stored)).timestamp())
+        except (TypeError, ValueError, OverflowError, OSError):
+            stored_s = self.fallback_s
+        ceiling = stored_s + self.skew_s
+        stamp = event_time(event)
+        if stamp is not None and stamp > ceiling:
+            self.ahead += 1
+        return ceiling
 
 
 def _events(conn: sql.Connection, since: int, until: int) -> Iterator[dict[str, Any]]:
@@ -120,7 +145,9 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
         total = int(row[0]) if row else 0
         progress = Progress(total, sys.stderr)
         events = (progress.tick(e) for e in _events(conn, since, until))
-        for firing in evaluate_stream(RuleIndex(rules), events, {}):
+        clock = StoredClock(settings.engine.max_event_future_skew_s, now)
+        firings = evaluate_stream(RuleIndex(rules), events, {}, trusted_until=clock.trusted_until)
+        for firing in firings:
             if firing.step.suppressed:
                 suppressed[firing.rule.id] += 1
                 continue
@@ -128,6 +155,11 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
             _print_firing(firing)
         progress.close()
     print(f"\n{total} event(s) from {_when(since)} to {_when(until)}")
+    if clock.ahead:
+        print(
+            f"  {clock.ahead} event(s) stamped more than engine.max_event_future_skew_s"
+            f" ({clock.skew_s}s) after they were stored: evaluated, no time-based state advanced"
+        )
     for rule in rules:
         print(f"  {rule.id}: {fired[rule.id]} firing(s), {suppressed[rule.id]} suppressed")
     return 0

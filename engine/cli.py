@@ -157,6 +157,15 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     return run_backtest(settings_of(args), args)
 
 
+def cmd_rules_reset_state(args: argparse.Namespace) -> int:
+    from engine.state_reset import parse_group, reset_state
+
+    group = parse_group(args.group)
+    report = reset_state(settings_of(args).database_url, args.rule_id, group)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from devkit.bench import BenchOptions, run_bench
 
@@ -233,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--since", default="7d")
     backtest.add_argument("--until")
     backtest.add_argument("--rule")
+    reset = rules_sub.add_parser(
+        "reset-state",
+        help="forget a rule's stored state (all groups, or those matching --group)",
+        description="Delete a rule's stored state (windows, throttle, remembered values) so "
+        "it starts afresh; safe while `engine run` runs (it applies between two batches).",
+    )
+    reset.set_defaults(func=cmd_rules_reset_state)
+    reset.add_argument("rule_id", metavar="ID")
+    reset.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="only the group with this per value (repeat for several per fields)",
+    )
     bench = add("bench", cmd_bench, "measure the engine beside PostgreSQL's and RQ's own limits")
     bench.add_argument("--rules", type=int, help="rule count of figure 1 (default 1k/10k/100k)")
     bench.add_argument("--events", type=int, help="catch-up backlog (default 20,000)")

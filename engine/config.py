@@ -56,6 +56,9 @@ class EngineTunables:
     http_request_timeout_s: float = 5.0  # a client sending its request head
     ready_probe_timeout_s: float = 2.0  # each of /readyz's database and NOTIFY probes
     metrics_query_timeout_s: float = 5.0  # each database query of a /metrics scrape
+    # An event stamped further ahead of the evaluator's clock is evaluated but advances no
+    # time-based state (rules.stateful): one bad timestamp must not silence a rule.
+    max_event_future_skew_s: int = 300
 
 
 @dataclass(frozen=True)

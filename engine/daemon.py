@@ -48,6 +48,7 @@ class DaemonStats:
     suppressed: int = 0
     errors: int = 0
     unusual: int = 0
+    future_events: int = 0  # stamped too far ahead: evaluated, no time-based state advanced
     skipped: int = 0  # rows whose evaluation could not be recorded
     batches: int = 0
     enqueue_failures: int = 0
@@ -105,7 +106,9 @@ class Daemon:
         tun = settings.engine
         self.doorbell = asyncio.Event()
         self.listener = Listener(settings.database_url, self.doorbell, tun)
-        self.evaluator = Evaluator(tun.cursor_name, tun.batch_size)
+        self.evaluator = Evaluator(
+            tun.cursor_name, tun.batch_size, max_event_future_skew_s=tun.max_event_future_skew_s
+        )
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
         self.leader = LeaderLock(
@@ -350,6 +353,7 @@ class Daemon:
         s.suppressed += result.suppressed
         s.errors += result.errors
         s.unusual += result.unusual
+        s.future_events += result.future_events
         s.batches += 1
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,12 +26,13 @@ from engine.action_rows import (
     EventWrittenTwice,
     PendingActionRows,
 )
+from engine.config import EngineTunables
 from engine.cursor import Cursor, CursorPosition
 from engine.event_rows import events_from_rows
 from engine.json_text import to_json
 from engine.state_store import StateKey, States, load_states, save_states
 from engine.unusual_rows import unusual_rows
-from rules import Rule, RuleIndex, Step, build_context
+from rules import Rule, RuleIndex, Step, build_context, event_time
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class BatchResult:
     suppressed: int = 0
     errors: int = 0
     unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
+    future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
     action_ids: list[int] = field(default_factory=list)
     last_event_timestamp: int | None = None
 
@@ -68,11 +71,17 @@ class Evaluator:
     """Evaluates batches of events against the current rule index."""
 
     def __init__(
-        self, cursor_name: str, batch_size: int, *, write_chunk_rows: int = WRITE_CHUNK_ROWS
+        self,
+        cursor_name: str,
+        batch_size: int,
+        *,
+        write_chunk_rows: int = WRITE_CHUNK_ROWS,
+        max_event_future_skew_s: int = EngineTunables.max_event_future_skew_s,
     ) -> None:
         self.cursor = Cursor(cursor_name)
         self.batch_size = batch_size
         self.write_chunk_rows = write_chunk_rows
+        self.max_event_future_skew_s = max_event_future_skew_s
         self._logged: set[tuple[str, str | None, str]] = set()
 
     @property
@@ -133,6 +142,10 @@ class Evaluator:
             self._log_once(events[position], None, "unusual event row", "; ".join(problems))
         last_ts = events[-1].get("timestamp")
         result.last_event_timestamp = last_ts if isinstance(last_ts, int) else None
+        # One clock reading per batch: every event of it is judged against the same one.
+        now = time.time()
+        trusted_until = int(now) + self.max_event_future_skew_s
+        self._note_future_events(events, trusted_until, result)
         matches = self._match(events, index, result)
         states = await load_states(
             conn, {(rule.id, key) for _, rule, key in matches if rule.stateful}
@@ -141,7 +154,9 @@ class Evaluator:
         most = sum(len(rule.actions) for _, rule, _ in matches)
         writer = ActionRowWriter(conn, copy=copy, most=most)
         try:
-            changed, pending = await self._step_all(matches, states, stats, writer, result)
+            changed, pending = await self._step_all(
+                matches, states, stats, writer, result, now, trusted_until
+            )
             result.action_ids = await writer.finish(pending)
         finally:
             await writer.settle()
@@ -155,19 +170,22 @@ class Evaluator:
         stats: dict[str, Counter[str]],
         writer: ActionRowWriter,
         result: BatchResult,
+        now: float,
+        trusted_until: int,
     ) -> tuple[set[StateKey], PendingActionRows]:
         """Step every match; firings become action rows, handed to ``writer`` a chunk at
         a time as they fill.  Returns the state groups changed and the rows not handed."""
         changed: set[StateKey] = set()
         pending = PendingActionRows()
-        fired_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        fired_at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds")
         for n, (event, rule, key) in enumerate(matches):
             if n % YIELD_EVERY == 0 and writer.busy:
                 await asyncio.sleep(0)
             counter = stats.setdefault(rule.id, Counter())
             counter["matched"] += 1
             try:
-                step = rule.step(event, states.get((rule.id, key)) if rule.stateful else None)
+                state = states.get((rule.id, key)) if rule.stateful else None
+                step = rule.step(event, state, trusted_until=trusted_until)
             except Exception as exc:  # a rule bug must not stop the engine
                 counter["errors"] += 1
                 result.errors += 1
@@ -196,6 +214,28 @@ class Evaluator:
                 await writer.start(pending)
                 pending = PendingActionRows(pending.shared)
         return changed, pending
+
+    def _note_future_events(
+        self, events: list[dict[str, Any]], trusted_until: int, result: BatchResult
+    ) -> None:
+        """Count and log (once each) the events stamped past ``trusted_until``: they are
+        evaluated, but Rule.step advances no time-based state for them."""
+        for event in events:
+            stamp = event.get("timestamp")
+            if type(stamp) is not int:  # the column is BIGINT: only a NULL gets here
+                stamp = event_time(event)
+            if stamp is None or stamp <= trusted_until:
+                continue
+            result.future_events += 1
+            ahead_s = stamp - trusted_until + self.max_event_future_skew_s
+            self._log_once(
+                event,
+                None,
+                "event timestamp ahead of the clock",
+                f"timestamp {stamp} is {ahead_s}s ahead of this engine's clock (more than"
+                f" engine.max_event_future_skew_s = {self.max_event_future_skew_s}); evaluated,"
+                " but no throttle, window or other time-based state was advanced",
+            )
 
     def _match(
         self, events: list[dict[str, Any]], index: RuleIndex, result: BatchResult

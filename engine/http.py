@@ -79,6 +79,11 @@ class DaemonCollector(Collector):
             ("engine_rule_errors", "Rule evaluations that raised", s.errors),
             ("engine_unusual_events", "Rows that looked malformed (logged once each)", s.unusual),
             (
+                "engine_future_events",
+                "Events stamped more than engine.max_event_future_skew_s ahead of the clock",
+                s.future_events,
+            ),
+            (
                 "engine_skipped_events",
                 "Rows skipped: their evaluation could not be recorded",
                 s.skipped,

@@ -8,12 +8,14 @@ Public API (what `engine` and `actions` use)::
     load_rules(paths, environ=…, bot_names=…) -> LoadResult(rules, errors, files)
     load_rules_text(text, source, environ=…, bot_names=…) -> LoadResult
     RuleIndex(rules).matching(event) -> [Rule]
-    Rule.matches / group_key / group_values / step(event, state) -> Step
+    Rule.matches / group_key / group_values / step(event, state, trusted_until=…) -> Step
+    event_time(event) -> int | None  (the `timestamp` as rules read it)
     build_context(...) / render_action(kind, spec, context)
     evaluate_stream(index, events, states) -> Firings;  run_rule_tests(rules)
     rule_file_schema() -> dict
 """
 
+from rules.conditions.base import event_time
 from rules.errors import RuleError, TemplateRenderError
 from rules.evaluate import Firing, evaluate_stream
 from rules.index import RuleIndex
@@ -37,6 +39,7 @@ __all__ = [
     "TemplateRenderError",
     "build_context",
     "evaluate_stream",
+    "event_time",
     "format_rule_test_report",
     "load_rules",
     "load_rules_text",

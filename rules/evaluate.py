@@ -47,18 +47,21 @@ def evaluate_stream(
     states: MutableMapping[tuple[str, str], dict[str, Any]],
     *,
     fired_at: Callable[[Mapping[str, Any]], str] | None = None,
+    trusted_until: Callable[[Mapping[str, Any]], int | None] | None = None,
 ) -> Iterator[Firing]:
     """Yield a Firing for each (event, rule) that fired or was suppressed, in order.
 
     ``states`` maps (rule id, group key) to the rule's state and is updated in place.
     ``fired_at`` gives the firing time shown to templates (default: the event's time, so
-    offline results are reproducible).
+    offline results are reproducible).  ``trusted_until`` gives, per event, the latest
+    event time to trust (see Rule.step; default: every time is trusted).
     """
     clock = fired_at or event_time_iso
     for position, event in enumerate(events):
+        ceiling = None if trusted_until is None else trusted_until(event)
         for rule in index.matching(event):
             key = rule.group_key(event)
-            step = rule.step(event, states.get((rule.id, key)))
+            step = rule.step(event, states.get((rule.id, key)), trusted_until=ceiling)
             if step.state is not None:
                 states[(rule.id, key)] = step.state
             if not (step.fired or step.suppressed):

@@ -156,14 +156,22 @@ class Rule:
             return ""
         return canonical_json([_json_safe(fold_hex(event.get(name))) for name in self.per])
 
-    def step(self, event: Mapping[str, Any], state: Mapping[str, Any] | None) -> Step:
+    def step(
+        self,
+        event: Mapping[str, Any],
+        state: Mapping[str, Any] | None,
+        *,
+        trusted_until: int | None = None,
+    ) -> Step:
         """Apply `when` then `throttle` for one matching event; pure, never mutates ``state``.
 
-        A stateless rule always fires.  ``state`` None means a fresh group.
+        A stateless rule always fires.  ``state`` None means a fresh group.  An event whose
+        `timestamp` is later than ``trusted_until`` (the caller's clock plus its allowed
+        skew; None trusts every time) advances no time-based state (rules.stateful).
         """
         if self.machine is None:
             return Step(fired=True, suppressed=False, state=None, template_state={})
-        return self.machine.step(event, state)
+        return self.machine.step(event, state, trusted_until)
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,8 +1,10 @@
 """`throttle`: per-group cooldown and max-firings-per-window, in event time.
 
 A suppressed firing leaves the throttle state as it was (it does not extend a cooldown),
-while the `when` conditions have already updated.  An event without a usable timestamp
-cannot be placed in time, so a throttled rule suppresses it rather than risk a flood.
+while the `when` conditions have already updated.  An event without a usable or trusted
+timestamp (rules.stateful) cannot be placed in time, so a throttled rule suppresses it
+rather than risk a flood.  `max` counts the firings in (now − within, now]; firings later
+than this event (an out-of-order stream) are kept for the events to come.
 """
 
 from __future__ import annotations
@@ -27,20 +29,33 @@ class Throttle:
     max_firings: int | None
     within_s: int | None
 
-    def admit(self, state: Any, now: int | None) -> tuple[bool, dict[str, Any]]:
-        """Whether a firing at ``now`` is allowed, and the throttle state afterwards."""
+    def admit(
+        self, state: Any, now: int | None, latest: int | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        """Whether a firing at ``now`` is allowed, and the throttle state afterwards.
+
+        ``latest`` is the trust ceiling: a stored firing time after it cannot have been
+        recorded under the current clock, so it is forgotten rather than let it silence
+        the rule until that time.
+        """
         old = state_dict(state)
         last = old.get("last") if type(old.get("last")) is int else None
         fired = int_list(old.get("fired"))
+        if latest is not None:
+            if last is not None and last > latest:
+                last = None
+            fired = [t for t in fired if t <= latest]
+        in_window = fired
         if self.max_firings is not None and self.within_s is not None and now is not None:
             horizon = now - self.within_s
             fired = [t for t in fired if t > horizon]
+            in_window = [t for t in fired if t <= now]
         kept = {"last": last, "fired": fired}
         if now is None:
             return False, kept
         if self.cooldown_s is not None and last is not None and now - last < self.cooldown_s:
             return False, kept
-        if self.max_firings is not None and len(fired) >= self.max_firings:
+        if self.max_firings is not None and len(in_window) >= self.max_firings:
             return False, kept
         if self.max_firings is not None:
             fired = [*fired, now]

@@ -387,3 +387,18 @@ SELECT action_type, status,
    AND executed_at >= to_timestamp($1)
    AND duration_ms IS NOT NULL
  GROUP BY 1, 2, 3;
+
+-- name: reset_state_hold_cursors
+-- A batch advances its cursor row before it loads rule states, in one transaction:
+-- holding every cursor row makes `engine rules reset-state` fall between two batches.
+SELECT name FROM engine_cursors ORDER BY name FOR UPDATE;
+
+-- name: reset_state_rule_per
+SELECT (document->'per')::text FROM triggers WHERE id = $1;
+
+-- name: reset_state_group_keys
+SELECT group_key FROM trigger_state WHERE trigger_id = $1 ORDER BY group_key;
+
+-- name: reset_state_delete
+DELETE FROM trigger_state WHERE trigger_id = $1 AND group_key = ANY ($2::text[])
+RETURNING group_key;

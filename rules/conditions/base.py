@@ -47,8 +47,15 @@ class Condition(Protocol):
     def key(self) -> str:
         """Its name in the rule state and in the template `state` (ema, count, …)."""
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
-        """Fold ``event`` (at event time ``now``, None when unknown) into ``state``."""
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
+        """Fold ``event`` into ``state``.
+
+        ``now`` is the event's time, None when it is unknown or not trusted (then no
+        time-based state may advance).  ``latest`` is the trust ceiling: stored times
+        after it are forgotten (None: no ceiling).
+        """
 
     def after_fire(self, state: dict[str, Any]) -> dict[str, Any]:
         """The state once the rule has fired (count's reset_on_fire); usually unchanged."""
@@ -109,9 +116,19 @@ def state_dict(state: Any) -> dict[str, Any]:
 
 
 def slide_window(
-    times: list[Any], values: list[Any] | None, now: int, horizon: int, value: Any = None
-) -> tuple[list[Any], list[Any] | None]:
-    """Drop entries at or before ``horizon``, insert (now, value), cap the length.
+    times: list[Any],
+    values: list[Any] | None,
+    now: int,
+    horizon: int,
+    value: Any = None,
+    latest: int | None = None,
+) -> tuple[list[Any], list[Any] | None, int]:
+    """Drop entries at or before ``horizon`` or after ``latest``, insert (now, value), cap.
+
+    Returns the new lists and how many of their entries lie in (horizon, now]: an entry
+    later than ``now`` (an out-of-order stream) is kept for the events still to come but
+    not counted for this one.  ``latest`` is the trust ceiling (rules.stateful): a stored
+    time beyond it cannot have been recorded under the current clock, so it is forgotten.
 
     ``times`` is kept sorted, so pruning is a binary search plus one C-level slice rather
     than a Python loop over a window of up to MAX_WINDOW_ENTRIES.  Past the cap the
@@ -120,19 +137,24 @@ def slide_window(
     corrupted state.
     """
     start = bisect.bisect_right(times, horizon)
-    kept = times[start:]
+    end = len(times)
+    if latest is not None and times and times[-1] > latest:
+        end = max(start, bisect.bisect_right(times, latest))
+    kept = times[start:end]
     at = bisect.bisect_right(kept, now)
     kept.insert(at, now)
     kept_values = None
     if values is not None:
-        kept_values = values[start:]
+        kept_values = values[start:end]
         kept_values.insert(at, value)
+    in_window = at + 1
     if len(kept) > MAX_WINDOW_ENTRIES:
         excess = len(kept) - MAX_WINDOW_ENTRIES
         del kept[:excess]
         if kept_values is not None:
             del kept_values[:excess]
-    return kept, kept_values
+        in_window = max(0, in_window - excess)
+    return kept, kept_values, in_window
 
 
 def stored_list(state: Any, key: str) -> list[Any]:

@@ -23,7 +23,9 @@ class Change:
     of: str
     key: str = "change"
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
         """Compare the event's value with the remembered one, then remember it."""
         old = state_dict(state)
         seen = "last" in old

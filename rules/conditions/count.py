@@ -1,10 +1,12 @@
 """`count`: how many of the group's events fall within a time window, this one included.
 
 The window is (now − within, now] in event time; older entries are pruned on every event
-(times are kept sorted, so an event that arrives out of order is placed by its time).
+(times are kept sorted, so an event that arrives out of order is placed by its time, and
+the entries later than it are kept for the events to come but not counted for it).
 At most MAX_WINDOW_ENTRIES event times are kept per group: past that the oldest are
 dropped, so the count saturates there (thresholds above the cap are refused at load).
-An event without a usable `timestamp` is not counted and the condition does not hold.
+An event without a usable or trusted `timestamp` (rules.stateful) is not counted and the
+condition does not hold.
 """
 
 from __future__ import annotations
@@ -45,16 +47,18 @@ class Count:
             return count == self.limit
         return Threshold(_AS_THRESHOLD[self.comparison], self.limit).holds(count)
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
         """Add this event's time, prune the ones that left the window, compare."""
         times = stored_list(state, "times")
         if now is None:
             return Outcome(False, {"times": list(times)}, len(times))
         try:
-            times, _ = slide_window(times, None, now, now - self.within_s)
+            times, _, counted = slide_window(times, None, now, now - self.within_s, None, latest)
         except TypeError:  # a corrupted stored window: start a fresh one
-            times = [now]
-        return Outcome(self.holds(len(times)), {"times": times}, len(times))
+            times, counted = [now], 1
+        return Outcome(self.holds(counted), {"times": times}, counted)
 
     def after_fire(self, state: dict[str, Any]) -> dict[str, Any]:
         """With reset_on_fire the window starts empty after a firing."""

@@ -2,7 +2,8 @@
 
 First sample sets ema = value; then ema = alpha·value + (1 − alpha)·ema, alpha = 2/(N+1)
 for `window: N`.  An event whose field is null or not a number leaves the EMA as it was and
-the condition does not hold for it.
+the condition does not hold for it.  An EMA counts samples, not time: an event's
+`timestamp`, trusted or not, does not enter it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class Ema:
     min_samples: int
     key: str = "ema"
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
         """Fold the event's value into the EMA."""
         old = state_dict(state)
         ema, samples = old.get("ema"), old.get("samples")

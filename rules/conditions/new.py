@@ -28,7 +28,9 @@ class New:
     max_remembered: int
     key: str = "new"
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
         """Hold when the value is not remembered, and remember it (oldest out first)."""
         stored = stored_list(state, "seen")
         current = scalar_value(event, self.of)

@@ -1,10 +1,12 @@
 """`avg`, `sum`, `min`, `max`: an aggregate of a numeric field over a time window.
 
-The window is (now − within, now] in event time, this event included; the state holds two
+The window is (now − within, now] in event time, this event included (samples later than
+it, from an out-of-order stream, are kept but not aggregated); the state holds two
 parallel lists, sorted by time, so the aggregate runs in C (fsum, min, max).  At most
 MAX_WINDOW_ENTRIES samples are kept per group; past that the oldest are dropped, so the
 aggregate covers the newest samples only.  An event whose field is null or not a number,
-or that has no usable `timestamp`, adds no sample and the condition does not hold for it.
+or that has no usable or trusted `timestamp` (rules.stateful), adds no sample and the
+condition does not hold for it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ class WindowAggregate:
     within_s: int
     threshold: Threshold
 
-    def update(self, event: Mapping[str, Any], state: Any, now: int | None) -> Outcome:
+    def update(
+        self, event: Mapping[str, Any], state: Any, now: int | None, latest: int | None = None
+    ) -> Outcome:
         """Add this event's sample, prune the window, compare the aggregate."""
         times, values = stored_list(state, "times"), stored_list(state, "values")
         value = numeric_value(event, self.of)
@@ -67,9 +71,11 @@ class WindowAggregate:
         try:
             if len(times) != len(values):
                 raise TypeError("times and values differ in length")
-            new_times, new_values = slide_window(times, values, now, now - self.within_s, value)
+            new_times, new_values, counted = slide_window(
+                times, values, now, now - self.within_s, value, latest
+            )
             assert new_values is not None
-            current = aggregate(self.key, new_values)
+            current = aggregate(self.key, new_values[:counted])
             holds = self.threshold.holds(current)
         except TypeError:  # a corrupted stored window: start a fresh one
             new_times, new_values = [now], [value]
