@@ -51,7 +51,7 @@ def build_runner(settings: Settings) -> JobRunner:
             max_s=tun.db_reconnect_max_s,
             deadline_s=tun.db_reconnect_deadline_s,
         ),
-        environ=dict(os.environ),
+        environ=settings.rules_environ(),
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)
 
