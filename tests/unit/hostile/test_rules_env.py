@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import load_config
 from rules import load_rules, load_rules_text
-from rules.envsubst import DisallowedVariableError, expand_env
+from rules.envsubst import expand_env
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVIRON = {
@@ -89,6 +89,8 @@ def test_rules_env_must_be_a_list_of_names(tmp_path):
 
 
 def test_the_workers_expansion_refuses_a_disallowed_variable(tmp_path):
+    from rules.envsubst import DisallowedVariableError
+
     settings = load_config(config(tmp_path, "rules_env: [WEBHOOK_URL]\n"), environ=ENVIRON)
     environ = settings.rules_environ(ENVIRON)
     assert expand_env({"url": "${WEBHOOK_URL}"}, environ) == {"url": ENVIRON["WEBHOOK_URL"]}
