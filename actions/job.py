@@ -21,6 +21,7 @@ from typing import Any
 from actions.base import ActionRequest, ActionRuntime, Executor
 from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
+from actions.redact import SecretValues, attempt_secrets, current_secrets, spec_credentials
 from actions.rq_internals import take_waiting_actions
 from rules import render_action
 from rules.envsubst import UnsetVariableError, expand_env
@@ -104,12 +105,15 @@ class JobRunner:
     async def attempt(self, claimed: ClaimedAction) -> str:
         """One attempt at a claimed row; records the outcome and returns the new status."""
         extra = {"action_id": claimed.id, "trigger_id": claimed.trigger_id}
+        # Filled as the spec is expanded and rendered; masks what is recorded and logged.
+        secrets = SecretValues()
+        secrets_token = attempt_secrets.set(secrets)
         started = time.monotonic()
         response: dict[str, Any] | None = None
         retry_in: float | None = None
         error: str | None = None
         try:
-            request = self._request(claimed)
+            request = self._request(claimed, secrets)
             outcome = await asyncio.wait_for(
                 self.executors[claimed.action_type](request, self.runtime),
                 self.settings.attempt_timeout_s,
@@ -134,29 +138,37 @@ class JobRunner:
             status, retry_in = ActionStatus.FAILED, None
             error = f"{error} (gave up after {claimed.attempt} attempts)"
         duration_ms = int((time.monotonic() - started) * 1000)
-        await self.claims.finish(
-            claimed,
-            status=status,
-            duration_ms=duration_ms,
-            error=None if error is None else error[:MAX_ERROR_CHARS],
-            response_data=response,
-            retry_in_s=retry_in,
-        )
-        log_level = logging.INFO if status == ActionStatus.SUCCESS else logging.WARNING
-        log.log(log_level, "action %s", status, extra={**extra, "duration_ms": duration_ms})
+        masked = current_secrets()
+        try:
+            await self.claims.finish(
+                claimed,
+                status=status,
+                duration_ms=duration_ms,
+                error=None if error is None else masked.redact(error)[:MAX_ERROR_CHARS],
+                response_data=masked.redact_data(response),
+                retry_in_s=retry_in,
+            )
+            log_level = logging.INFO if status == ActionStatus.SUCCESS else logging.WARNING
+            log.log(log_level, "action %s", status, extra={**extra, "duration_ms": duration_ms})
+        finally:
+            attempt_secrets.reset(secrets_token)
         return status.value
 
-    def _request(self, claimed: ClaimedAction) -> ActionRequest:
+    def _request(self, claimed: ClaimedAction, secrets: SecretValues) -> ActionRequest:
         if claimed.action_type not in self.executors:
             raise PermanentActionError(f"unknown action type {claimed.action_type!r}")
+        substituted: set[str] = set()
         try:
-            spec = expand_env(claimed.spec, self.settings.environ)
+            spec = expand_env(claimed.spec, self.settings.environ, substituted=substituted)
         except UnsetVariableError as exc:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        finally:
+            secrets.update(substituted)
         try:
             rendered = render_action(claimed.action_type, spec, claimed.context)
         except TemplateRenderError as exc:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        secrets.update(spec_credentials(rendered))
         return ActionRequest(
             action_id=claimed.id,
             trigger_id=claimed.trigger_id,

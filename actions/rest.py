@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +34,7 @@ from actions.httpio import (
     status_error,
     transport_error,
 )
-from actions.redact import redact
+from actions.redact import redact, spec_credentials
 from actions.runtime import resources_of
 from actions.signing import webhook_headers
 
@@ -69,12 +70,31 @@ def encode_body(body: Any, headers: dict[str, str]) -> bytes | None:
         raise PermanentActionError(f"rest.body cannot be encoded as JSON ({exc})") from exc
 
 
+# RFC 9110: a field name is a token; a value is visible ASCII, spaces and tabs.  httpx
+# would raise UnicodeEncodeError, h11 "Illegal header value", both quoting the value.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+
+
 def _string_headers(value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise PermanentActionError("rest.headers must be a mapping of names to values")
-    return {str(k): str(v) for k, v in value.items()}
+    headers = {str(k): str(v) for k, v in value.items()}
+    for name, text in headers.items():
+        # Neither the name nor the value is quoted: either may hold a secret.
+        if not _HEADER_NAME.fullmatch(name):
+            raise PermanentActionError(
+                "rest.headers has a name that is not a valid HTTP header name "
+                "(letters, digits and !#$%&'*+.^_`|~- only)"
+            )
+        if not _HEADER_VALUE.fullmatch(text):
+            raise PermanentActionError(
+                f"rest.headers.{name} is not a valid HTTP header value (printable ASCII "
+                "only, no line breaks; after ${VAR} expansion and rendering)"
+            )
+    return headers
 
 
 async def _response_data(response: httpx.Response, limit: int, hops: int) -> dict[str, Any]:
@@ -143,7 +163,7 @@ async def execute_rest(request: ActionRequest, runtime: ActionRuntime) -> Action
     settings = resources.settings
     spec = request.spec
     rule_headers = _string_headers(spec.get("headers"))
-    secrets = [str(spec.get("secret") or ""), *rule_headers.values()]
+    secrets = spec_credentials(spec)  # not every header value: `Accept` is no secret
     private_headers = [name for name in rule_headers if name.lower() not in _PUBLIC_HEADERS]
     timeout_s = parse_timeout_s(spec.get("timeout"), settings.default_timeout_s)
     expect = expected_statuses(spec.get("expect_status"))

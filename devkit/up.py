@@ -168,6 +168,8 @@ def _write_config(
         "http": {"listen": f"127.0.0.1:{http_port}"},
         "telegram": telegram,
         "network": {"allow_private": True},
+        # What the example rules read; nothing else of this environment reaches them.
+        "rules_env": [EXAMPLE_WEBHOOK_ENV, DEMO_WEBHOOK_ENV, "TELEGRAM_CHAT_ID"],
     }
     path = home / "config.yaml"
     header = "# Written by `engine up` on every start; pass --config to use your own.\n"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -56,10 +55,15 @@ def parse_time(value: str, *, now: float) -> int:
     return int(parsed.timestamp())
 
 
-def summarise_action(kind: str, raw: Mapping[str, Any], context: Mapping[str, Any]) -> str:
-    """What the action would have done, in one line."""
+def summarise_action(
+    kind: str,
+    raw: Mapping[str, Any],
+    context: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> str:
+    """What the action would have done, in one line (``environ``: what rules may read)."""
     try:
-        spec = render_action(kind, expand_env(raw, os.environ), context)
+        spec = render_action(kind, expand_env(raw, environ), context)
     except (TemplateRenderError, UnsetVariableError) as exc:
         return f"{kind}: cannot render: {exc}"
     if kind == "rest":
@@ -127,7 +131,8 @@ class Progress:
 
 
 def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
-    loaded = load_rules([args.file], environ=os.environ, bot_names=settings.bot_names)
+    environ = settings.rules_environ()
+    loaded = load_rules([args.file], environ=environ, bot_names=settings.bot_names)
     for error in loaded.errors:
         print(error, file=sys.stderr)
     if loaded.errors:
@@ -152,7 +157,7 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
                 suppressed[firing.rule.id] += 1
                 continue
             fired[firing.rule.id] += 1
-            _print_firing(firing)
+            _print_firing(firing, environ)
         progress.close()
     print(f"\n{total} event(s) from {_when(since)} to {_when(until)}")
     if clock.ahead:
@@ -169,7 +174,7 @@ def _when(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _print_firing(firing: Firing) -> None:
+def _print_firing(firing: Firing, environ: Mapping[str, str]) -> None:
     event = firing.event
     group = f" group {json.dumps(firing.group)}" if firing.group else ""
     print(
@@ -177,4 +182,4 @@ def _print_firing(firing: Firing) -> None:
         f" at {_when(int(event.get('timestamp') or 0))}{group}"
     )
     for action in firing.rule.actions:
-        print(f"    -> {summarise_action(action.kind, action.raw, firing.context)}")
+        print(f"    -> {summarise_action(action.kind, action.raw, firing.context, environ)}")

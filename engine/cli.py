@@ -79,7 +79,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rules import load_rules
 
     settings = settings_of(args)
-    result = load_rules(list(settings.rules), environ=os.environ, bot_names=settings.bot_names)
+    result = load_rules(
+        list(settings.rules), environ=settings.rules_environ(), bot_names=settings.bot_names
+    )
     for error in result.errors:
         print(error, file=sys.stderr)
     if result.errors:
@@ -136,12 +138,12 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from rules import format_rule_test_report, load_rules, run_rule_tests
 
+    settings = settings_of(args)  # rules_env applies to the files given too
     if args.files:
         paths, bots = list(args.files), None
     else:
-        settings = settings_of(args)
         paths, bots = list(settings.rules), settings.bot_names
-    loaded = load_rules(paths, environ=os.environ, bot_names=bots)
+    loaded = load_rules(paths, environ=settings.rules_environ(), bot_names=bots)
     for error in loaded.errors:
         print(error, file=sys.stderr)
     if loaded.errors:

@@ -7,6 +7,7 @@ file's directory.  Tunables live here, with their units in their names.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from actions.base import ActionSettings
-from rules.envsubst import UnsetVariableError, expand_env
+from rules.envsubst import RuleEnvironment, UnsetVariableError, expand_env, variable_names
 from rules.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/engine"
@@ -32,7 +33,24 @@ TOP_LEVEL_KEYS = (
     "engine",
     "worker",
     "retention",
+    "rules_env",
 )
+# Variables rules may read only when ``rules_env`` names them exactly (no glob): the
+# engine's own settings and anything named like a credential or a connection string.
+SENSITIVE_VARIABLE_GLOBS = (
+    "ENGINE_*",
+    "*TOKEN*",
+    "*SECRET*",
+    "*PASSWORD*",
+    "*PASSPHRASE*",
+    "*CREDENTIAL*",
+    "*KEY*",
+    "*DSN*",
+    "*DATABASE_URL*",
+    "*REDIS_URL*",
+)
+# Without ``rules_env``: every variable but the sensitive ones.
+DEFAULT_RULES_ENV = ("*",)
 
 
 @dataclass(frozen=True)
@@ -99,11 +117,29 @@ class Settings:
     engine: EngineTunables = field(default_factory=EngineTunables)
     worker: WorkerTunables = field(default_factory=WorkerTunables)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
+    config_variables: frozenset[str] = frozenset()  # the ${VAR}s of the config file itself
     source: str | None = None  # the config file, when there is one
 
     @property
     def bot_names(self) -> frozenset[str]:
         return frozenset(self.actions.telegram_bots)
+
+    def is_sensitive_variable(self, name: str) -> bool:
+        """The engine's own settings, the config file's variables, credential-like names."""
+        upper = name.upper()
+        return name in self.config_variables or any(
+            fnmatch.fnmatchcase(upper, glob) for glob in SENSITIVE_VARIABLE_GLOBS
+        )
+
+    def rules_environ(self, environ: Mapping[str, str] | None = None) -> RuleEnvironment:
+        """The environment as rule files may read it (``rules_env``), at load and in workers."""
+        return RuleEnvironment(
+            os.environ if environ is None else environ,
+            self.rules_env,
+            sensitive=self.is_sensitive_variable,
+            allowed_by=self.source or "the config",
+        )
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -173,11 +209,12 @@ def load_config(
             ConfigError(f"{'.'.join(keys)}: {exc}", file=source, line=_nearest_line(lines, keys))
         )
 
+    config_variables = frozenset(variable_names(doc))
     doc = expand_env(doc, env, on_error=unset)
     if errors:
         raise errors[0]
     doc.update(_env_overrides(env))
-    return _build(doc, source, lines)
+    return _build(doc, source, lines, config_variables)
 
 
 def _nearest_line(lines: Mapping[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
@@ -246,7 +283,23 @@ class _Reader:
         return cls(**kwargs)
 
 
-def _build(doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int]) -> Settings:
+def _rules_env(read: _Reader) -> tuple[str, ...]:
+    value = read.get("rules_env")
+    if value is None:
+        return DEFAULT_RULES_ENV
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise read.fail(("rules_env",), "a list of variable names or globs", value)
+    return tuple(value)
+
+
+def _build(
+    doc: Mapping[str, Any],
+    source: str | None,
+    lines: Mapping[Any, int],
+    config_variables: frozenset[str] = frozenset(),
+) -> Settings:
     read = _Reader(doc, source, lines)
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
@@ -300,5 +353,7 @@ def _build(doc: Mapping[str, Any], source: str | None, lines: Mapping[Any, int])
         engine=read.section(EngineTunables, "engine"),
         worker=read.section(WorkerTunables, "worker"),
         retention=read.section(RetentionSettings, "retention"),
+        rules_env=_rules_env(read),
+        config_variables=config_variables,
         source=source,
     )

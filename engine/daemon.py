@@ -110,7 +110,7 @@ class Daemon:
             tun.cursor_name, tun.batch_size, max_event_future_skew_s=tun.max_event_future_skew_s
         )
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
-        self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
+        self.rulebook = rulebook or RuleBook.for_settings(settings)
         self.leader = LeaderLock(
             settings.database_url,
             tun.cursor_name,

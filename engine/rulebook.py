@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.config import Settings
 from engine.json_text import to_json
 from rules import LoadResult, Rule, RuleIndex, load_rules
 from rules.errors import RuleError
@@ -69,13 +69,24 @@ class RuleBook:
     """The current rule index plus what the last load reported."""
 
     paths: tuple[str, ...]
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    # What rules may read: by default the default ``rules_env`` of this process's environment.
+    environ: Mapping[str, str] = field(default_factory=lambda: Settings().rules_environ())
     bot_names: frozenset[str] | None = None
     index: RuleIndex | None = None
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
     loads: int = 0
     _signature: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RuleBook:
+        """The rule book of ``settings``: its rule paths, bots, and what ``rules_env`` lets
+        rules read of this process's environment."""
+        return cls(
+            paths=settings.rules,
+            environ=settings.rules_environ(),
+            bot_names=settings.bot_names,
+        )
 
     def load(self) -> LoadResult:
         """Load and compile every rule file (no database)."""

@@ -8,7 +8,6 @@ It only reads: it never changes a row, a job or a rule.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,7 +87,9 @@ def _rule_file_errors(settings: Settings) -> list[str]:
     from rules import load_rules
 
     try:
-        result = load_rules(list(settings.rules), environ=os.environ, bot_names=settings.bot_names)
+        result = load_rules(
+            list(settings.rules), environ=settings.rules_environ(), bot_names=settings.bot_names
+        )
     except Exception as exc:  # a status report must not die of a rule problem
         return [f"cannot load the rule files: {exc}"]
     return [str(error) for error in result.errors]

@@ -22,6 +22,7 @@ from actions.base import ActionRuntime
 from actions.claims import ReconnectBackoff
 from actions.directory import PostgresAgentDirectory
 from actions.job import JobRunner, JobSettings, install_runner
+from actions.redact import install_secret_log_filter
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,15 @@ def build_runner(settings: Settings) -> JobRunner:
             max_s=tun.db_reconnect_max_s,
             deadline_s=tun.db_reconnect_deadline_s,
         ),
-        environ=dict(os.environ),
+        environ=settings.rules_environ(),
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
     """Take jobs until stopped (or, with ``burst``, until the queue is empty)."""
+    # Every record this process writes passes the running attempt's secrets, masked.
+    install_secret_log_filter(logging.getLogger().handlers)
     runner = build_runner(settings)
     install_runner(runner)
     connection = redis.Redis.from_url(settings.redis_url)

@@ -9,6 +9,7 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     ├── ConfigError                  bad config file or environment (file, line)
     ├── RuleError                    a rule file mistake (file, line, rule id)
     ├── UnsetVariableError           (rules.envsubst) ${VAR} without default, VAR unset
+    │   └── DisallowedVariableError  (rules.envsubst) VAR is not in the config's rules_env
     ├── DurationError                (rules.durations) not a duration; also a ValueError
     ├── TemplateRenderError          a template failed at firing time
     ├── RenderBudgetExceeded         (rules.sandbox) a render over its time or size

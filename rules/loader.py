@@ -14,7 +14,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from rules.compile import compile_rule, rule_id_of
-from rules.envsubst import UnsetVariableError, expand_env
+from rules.envsubst import DisallowedVariableError, UnsetVariableError, expand_env
 from rules.errors import RuleError
 from rules.model import Rule
 from rules.reporting import Problems, shown
@@ -147,6 +147,9 @@ def _load_rule(
     before = sink.count
 
     def unset(exc: UnsetVariableError, path: tuple[str | int, ...]) -> None:
+        if isinstance(exc, DisallowedVariableError):
+            sink.at(path, str(exc), prefix=False)
+            return
         sink.at(
             path,
             f"uses ${{{exc.name}}}, which is not set in the environment "

@@ -4,7 +4,8 @@ Answers ``/bot<TOKEN>/getMe`` and ``/bot<TOKEN>/sendMessage`` like the real API 
 JSON envelope, same HTTP statuses), parses HTML and MarkdownV2 the way Telegram does
 closely enough to reject badly escaped text with "can't parse entities", rejects parsed
 texts over 4,096 characters, and records each delivered message with its plain text.
-``fail_next`` scripts failures: 429 with ``retry_after``, 400, 403, a migrated group.
+``fail_next`` scripts failures: 429 with ``retry_after``, 400, 403, a migrated group, and a
+400 that quotes the request path (``echo_path``; its token included, as some servers do).
 """
 
 from __future__ import annotations
@@ -218,6 +219,9 @@ class FakeTelegramAPI:
             if method.lower() == "getme":
                 return 200, {"ok": True, "result": _BOT_USER}
             if method.lower() == "sendmessage":
+                if self._failures and self._failures[0][0] == "echo_path":
+                    self._failures.pop(0)
+                    return _error(400, f"Bad Request: chat not found for {path}")
                 return self._send_message(params)
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
 

@@ -117,7 +117,8 @@ rules:
             severity: warning
             payload: {{agent: "{{{{ event.agent_id }}}}"}}
 """
-    config = configure(tmp_path, database_url, redis_url, rules)
+    # A name like a token reaches rules only when rules_env names it exactly.
+    config = configure(tmp_path, database_url, redis_url, rules, rules_env=["MCP_TOKEN"])
     env = {"MCP_TOKEN": "mcp-token-s3cret"}
     with engine_processes(config, tmp_path, ["run"], ["worker"], env=env):
         insert_events(database_url, [identity_event(token_uri="https://x.example/a.json")])

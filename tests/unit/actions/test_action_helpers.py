@@ -108,7 +108,7 @@ def test_file_hash_normalised():
 
 
 def test_redact_masks_longest_first_and_skips_tiny_values():
-    assert redact("token abcd1234 and abcd", ["abcd", "abcd1234"]) == (
+    assert redact("token abcdef1234 and ABCDEF", ["abcdef", "abcdef1234"]) == (
         "token [redacted] and [redacted]"
     )
     assert redact("a b c", ["a", None, ""]) == "a b c"
