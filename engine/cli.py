@@ -79,7 +79,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rules import load_rules
 
     settings = settings_of(args)
-    result = load_rules(list(settings.rules), environ=os.environ, bot_names=settings.bot_names)
+    result = load_rules(
+        list(settings.rules),
+        environ=os.environ,
+        bot_names=settings.bot_names,
+        timeout_limits_s=settings.action_timeout_limits_s,
+    )
     for error in result.errors:
         print(error, file=sys.stderr)
     if result.errors:

@@ -107,7 +107,11 @@ class Daemon:
         self.listener = Listener(settings.database_url, self.doorbell, tun)
         self.evaluator = Evaluator(tun.cursor_name, tun.batch_size)
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
-        self.rulebook = rulebook or RuleBook(paths=settings.rules, bot_names=settings.bot_names)
+        self.rulebook = rulebook or RuleBook(
+            paths=settings.rules,
+            bot_names=settings.bot_names,
+            timeout_limits_s=settings.action_timeout_limits_s,
+        )
         self.leader = LeaderLock(
             settings.database_url,
             tun.cursor_name,

@@ -71,6 +71,7 @@ class RuleBook:
     paths: tuple[str, ...]
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     bot_names: frozenset[str] | None = None
+    timeout_limits_s: Mapping[str, float] | None = None  # the worker's, per action kind
     index: RuleIndex | None = None
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
@@ -80,7 +81,12 @@ class RuleBook:
     def load(self) -> LoadResult:
         """Load and compile every rule file (no database)."""
         self._signature = rule_files(self.paths)
-        return load_rules(list(self.paths), environ=self.environ, bot_names=self.bot_names)
+        return load_rules(
+            list(self.paths),
+            environ=self.environ,
+            bot_names=self.bot_names,
+            timeout_limits_s=self.timeout_limits_s,
+        )
 
     def changed(self) -> bool:
         """Whether a rule file was added, removed or modified since the last load."""
