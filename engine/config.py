@@ -80,6 +80,9 @@ class WorkerTunables:
     max_rest_timeout_s: float = 30.0
     max_telegram_timeout_s: float = 60.0
     max_mcp_timeout_s: float = 120.0
+    # An RQ job waits this long for the actions it runs at once, then leaves the slower
+    # ones running in the background and the worker takes its next job.
+    batch_wait_s: float = 1.0
 
     @property
     def max_action_timeouts_s(self) -> dict[str, float]:

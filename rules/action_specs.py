@@ -186,7 +186,8 @@ def _check_timeout_limit(
         sink.at(
             (*path, "timeout"),
             f"must be at most {limit:g}s, the longest a {kind} action may take on this "
-            f"deployment (worker.max_{kind}_timeout_s in the config; got {shown(body['timeout'])})",
+            f"deployment (worker.max_{kind}_timeout_s, at most worker.job_timeout_s, in the "
+            f"config; got {shown(body['timeout'])})",
         )
 
 
