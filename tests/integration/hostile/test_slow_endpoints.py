@@ -120,7 +120,7 @@ def test_a_silent_endpoint_holds_neither_its_batch_nor_the_next_jobs(
             assert delivered_after_s < 3.5, delivered_after_s
             # The silent one ends at the kind's maximum, not at the executor's default
             # timeout (10 s) nor at job_timeout_s (20 s in tests).
-            status, error, duration_ms = wait_until(
+            _, error, duration_ms = wait_until(
                 lambda: (r := _row(database_url, "silent-hook"))[0] == "failed" and r,
                 timeout=15,
                 what="the silent action to time out",
