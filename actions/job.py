@@ -231,6 +231,7 @@ class JobRunner:
         self._loop_thread.join()
         self.loop.close()
 
+
 _runner: JobRunner | None = None
 
 

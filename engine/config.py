@@ -338,4 +338,3 @@ def _positive_seconds(read: _Reader, keys: tuple[str, ...], default: float) -> f
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise read.fail(keys, "a positive number of seconds", value)
     return float(value)
-

@@ -171,7 +171,11 @@ def _check_rest_extras(body: Mapping[str, Any], sink: Problems, path: Path) -> N
 
 
 def _check_timeout_limit(
-    kind: str, body: Mapping[str, Any], sink: Problems, path: Path, limits: Mapping[str, float] | None
+    kind: str,
+    body: Mapping[str, Any],
+    sink: Problems,
+    path: Path,
+    limits: Mapping[str, float] | None,
 ) -> None:
     """A timeout longer than the worker allows would be cut short at run time anyway:
     say so to the author now instead."""
