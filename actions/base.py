@@ -19,6 +19,8 @@ class ActionSettings:
     max_response_bytes: int = 64 * 1024  # what is kept of a response body in action_results
     max_download_bytes: int = 10 * 1024 * 1024  # registration files, file_uri contents
     default_timeout_s: float = 10.0
+    # A 429's retry_after beyond this is not believed (see actions.telegram).
+    telegram_max_retry_after_s: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ twenty a minute to a group, or thirty a second overall.  Each worker process wou
 within the limits on its own and still exceed them together, so the windows live in
 Redis: one Lua script checks every window that applies and takes a slot in all of them
 atomically, or takes none and says how long to wait.  A 429 also *blocks* the chat for
-its ``retry_after`` so the other workers wait too instead of each collecting a 429.
+its ``retry_after`` so the other workers wait too instead of each collecting a 429;
+``blocked_chats`` lists the blocks in force (``engine status`` shows them).
 
 Windows are sliding logs (a sorted set of send times per key), exact for "N per window"
 where a token bucket would allow a burst on top of the rate.  Keys hold a hash of the bot
@@ -23,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+import redis
 from redis.asyncio import Redis
 
 from actions.errors import RetryableActionError
@@ -69,6 +71,38 @@ def windows_for(bot: str, chat_id: int | str) -> list[tuple[str, Window]]:
 def block_key(bot: str, chat_id: int | str) -> str:
     """The key that holds a 429's "retry after" for one chat."""
     return f"{KEY_PREFIX}:{bot}:block:{chat_id}"
+
+
+@dataclass(frozen=True)
+class ChatBlock:
+    """A chat no worker sends to until ``seconds_left`` have passed (a 429)."""
+
+    bot: str  # bot_key of the bot's token
+    chat_id: str
+    seconds_left: float
+
+
+#: Listing more blocks than this in one status report would not make it more useful.
+MAX_BLOCKS_LISTED = 100
+
+
+def blocked_chats(client: redis.Redis, limit: int = MAX_BLOCKS_LISTED) -> list[ChatBlock]:
+    """The chats blocked now (at most ``limit``, the longest blocks first)."""
+    prefix = f"{KEY_PREFIX}:"
+    keys = [
+        key.decode() if isinstance(key, bytes) else str(key)
+        for key in client.scan_iter(match=f"{prefix}*:block:*", count=1000)
+    ]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+    blocks = []
+    for key, pttl in zip(keys, pipe.execute(), strict=True):
+        bot, _, chat_id = key[len(prefix) :].partition(":block:")
+        if pttl > 0 and bot and chat_id:
+            blocks.append(ChatBlock(bot=bot, chat_id=chat_id, seconds_left=pttl / 1000.0))
+    blocks.sort(key=lambda block: -block.seconds_left)
+    return blocks[:limit]
 
 
 class FloodLimiter(Protocol):

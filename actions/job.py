@@ -1,9 +1,9 @@
 """The RQ job: claim the row, render, execute, record.
 
 ``run_action(action_id)`` is what the dispatcher enqueues.  It runs inside a worker
-process that installed a ``JobRunner`` once at start: one event loop, one database
-connection and the executors' clients live across jobs, so a job pays no fork, no
-imports and no new connections.  The job never raises for an action failure: the
+process that installed a ``JobRunner`` once at start: one event loop (in a thread of its
+own), one database connection and the executors' clients live across jobs, so a job pays
+no fork, no imports and no new connections.  The job never raises for an action failure: the
 outcome is recorded in ``action_results`` and RQ only sees a finished job.  This
 module must never spell SQL (actions.claims does) nor RQ's keys (actions.rq_internals).
 """
@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from actions.base import ActionRequest, ActionRuntime, Executor
 from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
@@ -29,6 +31,8 @@ from rules.errors import TemplateRenderError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_RETRY_AFTER_S = 24 * 3600.0  # a Retry-After further away than this is not believed
 MAX_ERROR_CHARS = 2000
 
@@ -36,12 +40,18 @@ MAX_ERROR_CHARS = 2000
 @dataclass(frozen=True)
 class JobSettings:
     dsn: str
-    attempt_timeout_s: float  # one attempt's hard limit
+    attempt_timeout_s: float  # one attempt's hard limit, whatever its kind
     lease_s: float  # how long a claimed row stays ours (timeout + margin)
     crash_attempts: int  # extra attempts for a row whose worker died mid-attempt
-    concurrency: int  # actions run at once: the RQ job's own and up to concurrency - 1 waiting
+    concurrency: int  # actions in flight at once in this process's loop
     db_backoff: ReconnectBackoff
     environ: Mapping[str, str]
+    # The longest attempt of each action kind, render included (kinds not named here:
+    # attempt_timeout_s).
+    max_timeouts_s: Mapping[str, float] = field(default_factory=dict)
+    # How long an RQ job waits for its batch before leaving the slower actions to run on
+    # in the background, so that the worker takes its next job.
+    batch_wait_s: float = 1.0
 
 
 def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
@@ -53,7 +63,15 @@ def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
 
 
 class JobRunner:
-    """Everything a worker process keeps between jobs."""
+    """Everything a worker process keeps between jobs.
+
+    The event loop runs in a thread of its own for the runner's whole life: an RQ job
+    hands its actions to it and returns when they are done or after ``batch_wait_s``,
+    whichever is first.  An action still running then (an endpoint that does not answer)
+    goes on in the loop, holding one of the ``concurrency`` slots until its deadline,
+    while the worker takes its next job: one slow endpoint never holds the actions
+    behind it.
+    """
 
     def __init__(
         self,
@@ -64,14 +82,59 @@ class JobRunner:
         self.settings = settings
         self.executors = executors
         self.loop = asyncio.new_event_loop()
-        self.runtime = self.loop.run_until_complete(runtime_factory())
+        self._loop_thread = threading.Thread(
+            target=self.loop.run_forever, name="action-loop", daemon=True
+        )
+        self._loop_thread.start()
+        self.runtime = self._wait_for(runtime_factory())
         self.claims = ActionClaims(settings.dsn, settings.db_backoff)
+        self._free_slots = threading.Semaphore(settings.concurrency)
+        self._in_flight: set[Future[str]] = set()
+        self._in_flight_lock = threading.Lock()
+
+    def _wait_for(self, work: Awaitable[T]) -> T:
+        """Run ``work`` in the loop and wait for its result (from the RQ job's thread)."""
+
+        async def wrapped() -> T:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result()
 
     def run(self, action_id: int) -> str:
-        more = take_waiting_actions(self.settings.concurrency - 1)
-        if more:
-            return self.loop.run_until_complete(self.run_many([action_id, *more]))
-        return self.loop.run_until_complete(self._claim_and_attempt(action_id))
+        """Hand ``action_id`` and the jobs waiting behind it (as many as there are free
+        slots) to the loop; returns the first one's outcome, or "running" when it is still
+        running after ``batch_wait_s``."""
+        self._free_slots.acquire()  # waits while every slot holds a running action
+        extra = 0
+        while extra < self.settings.concurrency - 1 and self._free_slots.acquire(blocking=False):
+            extra += 1
+        more = take_waiting_actions(extra) if extra else []
+        for _ in range(extra - len(more)):
+            self._free_slots.release()
+        batch = [self._start(a) for a in [action_id, *more]]
+        wait(batch, timeout=self.settings.batch_wait_s)
+        first = batch[0]
+        if not first.done():
+            return "running"
+        return first.result()  # raises as it raised: the sweep owns its row
+
+    def _start(self, action_id: int) -> Future[str]:
+        future = asyncio.run_coroutine_threadsafe(self._claim_and_attempt(action_id), self.loop)
+        with self._in_flight_lock:
+            self._in_flight.add(future)
+        future.add_done_callback(lambda done: self._finished(action_id, done))
+        return future
+
+    def _finished(self, action_id: int, future: Future[str]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(future)
+        self._free_slots.release()
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            # The database gone, typically: the row is left as it was, to the sweep.
+            log.warning(
+                "action left to the sweep", extra={"action_id": action_id, "error": repr(error)}
+            )
 
     async def _claim_and_attempt(self, action_id: int) -> str:
         claimed = await self.claims.claim(
@@ -82,28 +145,17 @@ class JobRunner:
             return "skipped"
         return await self.attempt(claimed)
 
-    async def run_many(self, action_ids: list[int]) -> str:
-        """The actions concurrently in this loop; returns (or raises) the first one's outcome.
-
-        A failure of another one (the database gone) leaves its row to the sweep,
-        as it would have left its own job's row.
-        """
-        outcomes = await asyncio.gather(
-            *(self._claim_and_attempt(a) for a in action_ids), return_exceptions=True
-        )
-        for action_id, outcome in zip(action_ids[1:], outcomes[1:], strict=True):
-            if isinstance(outcome, BaseException):
-                log.warning(
-                    "action left to the sweep",
-                    extra={"action_id": action_id, "error": repr(outcome)},
-                )
-        first = outcomes[0]
-        if isinstance(first, BaseException):
-            raise first
-        return first
+    def max_timeout_s(self, kind: str) -> float:
+        """The deadline of one attempt at an action of ``kind``."""
+        limit = self.settings.max_timeouts_s.get(kind, self.settings.attempt_timeout_s)
+        return min(limit, self.settings.attempt_timeout_s)
 
     async def attempt(self, claimed: ClaimedAction) -> str:
-        """One attempt at a claimed row; records the outcome and returns the new status."""
+        """One attempt at a claimed row; records the outcome and returns the new status.
+
+        Render and execution share one deadline, the kind's maximum; the rule's own
+        ``timeout`` (at most that, see rules.action_specs) bounds the request inside it.
+        """
         extra = {"action_id": claimed.id, "trigger_id": claimed.trigger_id}
         # Filled as the spec is expanded and rendered; masks what is recorded and logged.
         secrets = SecretValues()
@@ -112,12 +164,11 @@ class JobRunner:
         response: dict[str, Any] | None = None
         retry_in: float | None = None
         error: str | None = None
+        limit_s = self.max_timeout_s(claimed.action_type)
         try:
-            request = self._request(claimed, secrets)
-            outcome = await asyncio.wait_for(
-                self.executors[claimed.action_type](request, self.runtime),
-                self.settings.attempt_timeout_s,
-            )
+            async with asyncio.timeout(limit_s):
+                request = self._request(claimed, secrets)
+                outcome = await self.executors[claimed.action_type](request, self.runtime)
             status, response = ActionStatus.SUCCESS, outcome.response_data
         except RetryableActionError as exc:
             status, error, response = ActionStatus.RETRYING, exc.message, exc.response_data
@@ -125,9 +176,10 @@ class JobRunner:
         except ActionError as exc:
             status, error, response = ActionStatus.FAILED, exc.message, exc.response_data
         except TimeoutError:
-            status, error = (
-                ActionStatus.RETRYING,
-                f"timed out after {self.settings.attempt_timeout_s:g}s",
+            status = ActionStatus.RETRYING
+            error = (
+                f"timed out after {limit_s:g}s, the longest a {claimed.action_type} "
+                f"action may take (worker.max_{claimed.action_type}_timeout_s)"
             )
             retry_in = retry_delay(claimed, None)
         except Exception as exc:  # an executor bug is recorded, bounded by the attempts
@@ -179,10 +231,16 @@ class JobRunner:
         )
 
     def close(self) -> None:
+        """Wait for the actions still running (each ends by its deadline), then close."""
+        with self._in_flight_lock:
+            running = list(self._in_flight)
+        wait(running)
         aclose = getattr(self.runtime, "aclose", None)
         if aclose is not None:
-            self.loop.run_until_complete(aclose())
-        self.loop.run_until_complete(self.claims.aclose())
+            self._wait_for(aclose())
+        self._wait_for(self.claims.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join()
         self.loop.close()
 
 

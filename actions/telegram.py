@@ -8,9 +8,11 @@ sends the text as it is, split into several messages when it is too long
 
 Before every message a slot is taken in the flood windows shared through Redis
 (``actions.flood``).  Telegram's answers map to:
-- 429 ``retry_after``: the chat is blocked for every worker for that long; before any
-  part was delivered the job is retried after it, afterwards (a split text) the worker
-  waits, so the parts already sent are not sent again;
+- 429 ``retry_after``: the chat is blocked for every worker for that long (at most
+  ``telegram.max_retry_after_s``: a longer one is logged and not believed, so that one
+  answer cannot silence a chat for years); before any part was delivered the job is
+  retried after it, afterwards (a split text) the worker waits, so the parts already
+  sent are not sent again;
 - a group migrated to a supergroup (``migrate_to_chat_id``): sent again to the new chat,
   recorded as ``migrated_to_chat_id``;
 - 403 (blocked, kicked) and 400 (e.g. "can't parse entities"), a rejected token:
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +52,8 @@ from actions.redact import redact
 from actions.runtime import resources_of
 from actions.telegram_parts import parts_key
 from actions.telegram_text import split_message
+
+log = logging.getLogger(__name__)
 
 PARSE_MODES = {"html": "HTML", "markdownv2": "MarkdownV2", "none": None}
 # With parts already delivered, waiting this long in the worker beats resending them.
@@ -97,6 +102,7 @@ class _Delivery:
     chat_id: int | str
     parse_mode: str | None
     disable_preview: bool
+    max_retry_after_s: float
     message_ids: list[int] = field(default_factory=list)
     migrated_to: int | None = None
 
@@ -126,7 +132,18 @@ class _Delivery:
             self.message_ids.append(message.message_id)
             return
 
-    async def _wait_or_retry(self, seconds: float) -> None:
+    async def _wait_or_retry(self, asked_s: float) -> None:
+        seconds = min(asked_s, self.max_retry_after_s)
+        if seconds < asked_s:
+            log.warning(
+                "telegram retry_after capped",
+                extra={
+                    "bot": self.bot_name,
+                    "chat_id": self.chat_id,
+                    "retry_after_s": asked_s,
+                    "capped_to_s": seconds,
+                },
+            )
         await self.flood.block(self.bot_name, self.chat_id, seconds)
         if not self.message_ids or seconds > MAX_WAIT_MID_MESSAGE_S:
             raise RetryableActionError(
@@ -180,6 +197,7 @@ async def execute_telegram(request: ActionRequest, runtime: ActionRuntime) -> Ac
             chat_id=chat_id,
             parse_mode=parse_mode,
             disable_preview=bool(spec.get("disable_preview", False)),
+            max_retry_after_s=resources.settings.telegram_max_retry_after_s,
         )
         parts = split_message(text, parse_mode)
         part_record, key = resources.telegram_parts, parts_key(request.action_id, text)

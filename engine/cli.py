@@ -80,7 +80,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     result = load_rules(
-        list(settings.rules), environ=settings.rules_environ(), bot_names=settings.bot_names
+        list(settings.rules),
+        environ=settings.rules_environ(),
+        bot_names=settings.bot_names,
+        timeout_limits_s=settings.action_timeout_limits_s,
     )
     for error in result.errors:
         print(error, file=sys.stderr)

@@ -94,6 +94,27 @@ class WorkerTunables:
     db_reconnect_deadline_s: float = 30.0  # then the action is left to the sweep
     redis_reconnect_min_s: float = 0.5  # a worker's first wait for an unavailable Redis
     redis_reconnect_max_s: float = 10.0  # its longest wait between restarts
+    # The longest one attempt of each kind may take, render included (a rule's `timeout`
+    # above it is refused at load): an endpoint that never answers holds one of the
+    # worker's `concurrency` slots for at most this long.  Telegram's is longer than a
+    # webhook's because a split message waits out short flood limits between its parts.
+    max_rest_timeout_s: float = 30.0
+    max_telegram_timeout_s: float = 60.0
+    max_mcp_timeout_s: float = 120.0
+    # An RQ job waits this long for the actions it runs at once, then leaves the slower
+    # ones running in the background and the worker takes its next job.
+    batch_wait_s: float = 1.0
+
+    @property
+    def max_action_timeouts_s(self) -> dict[str, float]:
+        """The longest attempt of each action kind (the keys are the rule's action kinds);
+        none longer than job_timeout_s, the hard limit of any attempt."""
+        limits = {
+            "rest": self.max_rest_timeout_s,
+            "telegram": self.max_telegram_timeout_s,
+            "mcp": self.max_mcp_timeout_s,
+        }
+        return {kind: min(limit, self.job_timeout_s) for kind, limit in limits.items()}
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,11 @@ class Settings:
             sensitive=self.is_sensitive_variable,
             allowed_by=self.source or "the config",
         )
+
+    @property
+    def action_timeout_limits_s(self) -> dict[str, float]:
+        """What a rule's action `timeout` may be at most, per kind (passed to the loader)."""
+        return self.worker.max_action_timeouts_s
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -336,6 +362,9 @@ def _build(
         telegram_bots=bots,
         ipfs_gateway=read.string("mcp", "ipfs_gateway", default=defaults.ipfs_gateway)
         or defaults.ipfs_gateway,
+        telegram_max_retry_after_s=_positive_seconds(
+            read, ("telegram", "max_retry_after_s"), defaults.telegram_max_retry_after_s
+        ),
     )
     http = read.get("http")
     http_listen = (
@@ -343,6 +372,7 @@ def _build(
         if isinstance(http, Mapping) and "listen" in http
         else "127.0.0.1:9187"
     )
+    worker = read.section(WorkerTunables, "worker")
     return Settings(
         database_url=read.string("database_url", default=DEFAULT_DATABASE_URL)
         or DEFAULT_DATABASE_URL,
@@ -351,9 +381,18 @@ def _build(
         http_listen=http_listen,
         actions=actions,
         engine=read.section(EngineTunables, "engine"),
-        worker=read.section(WorkerTunables, "worker"),
+        worker=worker,
         retention=read.section(RetentionSettings, "retention"),
         rules_env=_rules_env(read),
         config_variables=config_variables,
         source=source,
     )
+
+
+def _positive_seconds(read: _Reader, keys: tuple[str, ...], default: float) -> float:
+    value = read.get(*keys)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise read.fail(keys, "a positive number of seconds", value)
+    return float(value)

@@ -87,13 +87,24 @@ class Cursor:
         """Move the cursor past the next row without evaluating it; returns its id.
 
         The last resort for a row whose evaluation cannot be recorded (a failure that
-        would repeat on every retry and so stall every event behind it).
+        would repeat on every retry and so stall every event behind it).  Reads only the
+        row's position and its id's raw bytes: a row that cannot be read at all (text that
+        is not UTF-8 in a SQL_ASCII database) is skipped too, instead of failing again.
         """
         if self.position is None:
             await self.load(conn)
+        start = self.position
+        assert start is not None
         async with conn.transaction():
-            rows, end = await self.read_and_advance(conn, 1)
-            if not rows:
+            row = await conn.fetchrow(query("cursor_next_row"), start.txid, start.seq)
+            if row is None:
                 return None
+            end = CursorPosition(txid=row["_txid"], seq=row["_seq"])
+            status = await conn.execute(
+                query("cursor_advance"), self.name, end.txid, end.seq, start.txid, start.seq, 1
+            )
+            if status != "UPDATE 1":
+                self.position = None
+                raise CursorMovedError(f"cursor {self.name!r} was moved by another engine")
         self.position = end
-        return str(rows[0]["id"])
+        return bytes(row["id"]).decode("utf-8", errors="backslashreplace")

@@ -1,5 +1,7 @@
 """``engine migrate``: applies the numbered migrations of ``sql/``, idempotently.
 
+Refuses a database whose encoding is not UTF8: SQL_ASCII stores bytes that are not
+valid UTF-8, and an event the engine cannot decode can be neither evaluated nor shown.
 Runs under a transaction-scoped advisory lock so two processes migrating at once
 serialise.  Turns ``events`` into a TimescaleDB hypertable when the extension is
 available, and installs (or removes) the NOTIFY doorbell.
@@ -11,11 +13,36 @@ import logging
 from dataclasses import dataclass, field
 
 import sql as db
+from rules.errors import EngineError
 from sql import migrations
 
 log = logging.getLogger(__name__)
 
 EVENTS_MIGRATION = "001_schema"  # the migration that creates `events`
+
+
+class DatabaseEncodingError(EngineError):
+    """The database is not UTF8: the engine's text would not survive it."""
+
+
+def check_encoding(conn: db.Connection) -> None:
+    """Raise DatabaseEncodingError unless the current database is UTF8."""
+    row = db.fetch_one(conn, "database_encoding")
+    assert row is not None
+    # psycopg hands out bytes when the connection's encoding is SQL_ASCII.
+    name, encoding = (
+        value.decode("ascii", errors="backslashreplace") if isinstance(value, bytes) else str(value)
+        for value in row
+    )
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise DatabaseEncodingError(
+            f"database {name!r} uses the {encoding} encoding; the engine needs UTF8 "
+            f"(with {encoding}, events that are not valid UTF-8 can be written and then "
+            "cannot be read).  Create a UTF8 database, e.g. "
+            f"CREATE DATABASE {name}_utf8 ENCODING 'UTF8' TEMPLATE template0 "
+            "(or createdb -E UTF8 -T template0), point database_url at it and run "
+            "`engine migrate` again"
+        )
 
 
 @dataclass
@@ -29,6 +56,7 @@ def migrate(dsn: str, *, doorbell: bool = True, timescaledb: bool | None = None)
     """Apply what is missing; ``timescaledb=None`` means: use it when available."""
     report = MigrationReport(doorbell=doorbell)
     with db.connect(dsn) as conn:
+        check_encoding(conn)
         db.run(conn, "migrations_table")
         with conn.transaction():
             db.run(conn, "migrations_lock")

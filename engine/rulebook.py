@@ -72,6 +72,7 @@ class RuleBook:
     # What rules may read: by default the default ``rules_env`` of this process's environment.
     environ: Mapping[str, str] = field(default_factory=lambda: Settings().rules_environ())
     bot_names: frozenset[str] | None = None
+    timeout_limits_s: Mapping[str, float] | None = None  # the worker's, per action kind
     index: RuleIndex | None = None
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
@@ -80,18 +81,24 @@ class RuleBook:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RuleBook:
-        """The rule book of ``settings``: its rule paths, bots, and what ``rules_env`` lets
-        rules read of this process's environment."""
+        """The rule book of ``settings``: its rule paths, bots, action timeout limits, and
+        what ``rules_env`` lets rules read of this process's environment."""
         return cls(
             paths=settings.rules,
             environ=settings.rules_environ(),
             bot_names=settings.bot_names,
+            timeout_limits_s=settings.action_timeout_limits_s,
         )
 
     def load(self) -> LoadResult:
         """Load and compile every rule file (no database)."""
         self._signature = rule_files(self.paths)
-        return load_rules(list(self.paths), environ=self.environ, bot_names=self.bot_names)
+        return load_rules(
+            list(self.paths),
+            environ=self.environ,
+            bot_names=self.bot_names,
+            timeout_limits_s=self.timeout_limits_s,
+        )
 
     def changed(self) -> bool:
         """Whether a rule file was added, removed or modified since the last load."""

@@ -8,6 +8,7 @@ It only reads: it never changes a row, a job or a rule.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from rq import Queue, Worker
 
 import sql
 from actions.claims import ActionStatus
+from actions.flood import blocked_chats, bot_key
 from engine.config import Settings
 
 ACTION_STATUSES = tuple(status.value for status in ActionStatus)
@@ -78,6 +80,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             for r in sql.fetch_all(conn, "status_rules")
         ]
     status["queue"] = _queue_status(settings)
+    status["telegram_blocks"] = _telegram_blocks(settings)
     return status
 
 
@@ -88,7 +91,10 @@ def _rule_file_errors(settings: Settings) -> list[str]:
 
     try:
         result = load_rules(
-            list(settings.rules), environ=settings.rules_environ(), bot_names=settings.bot_names
+            list(settings.rules),
+            environ=settings.rules_environ(),
+            bot_names=settings.bot_names,
+            timeout_limits_s=settings.action_timeout_limits_s,
         )
     except Exception as exc:  # a status report must not die of a rule problem
         return [f"cannot load the rule files: {exc}"]
@@ -124,6 +130,36 @@ def _queue_status(settings: Settings) -> dict[str, Any]:
         return {"name": name, "error": str(exc)}
     finally:
         connection.close()
+
+
+def _telegram_blocks(settings: Settings) -> dict[str, Any]:
+    """Chats that no worker sends to because Telegram answered 429 (actions.flood)."""
+    names = {bot_key(token): name for name, token in settings.actions.telegram_bots.items()}
+    connection = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+    )
+    now = dt.datetime.now(dt.UTC)
+    try:
+        blocks = blocked_chats(connection)
+    except redis.RedisError as exc:
+        return {"error": str(exc), "chats": []}
+    finally:
+        connection.close()
+    return {
+        "chats": [
+            {
+                "bot": names.get(block.bot, block.bot),
+                "chat_id": block.chat_id,
+                "until": (now + dt.timedelta(seconds=block.seconds_left)).isoformat(
+                    timespec="seconds"
+                ),
+                "seconds_left": round(block.seconds_left),
+            }
+            for block in blocks
+        ]
+    }
 
 
 def _table(
@@ -204,6 +240,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("  dead letters: `engine actions failed`, replay with `engine actions retry`")
 
     lines += _format_queue(status["queue"])
+    lines += _format_telegram_blocks(status.get("telegram_blocks", {}))
     return "\n".join(lines)
 
 
@@ -220,3 +257,18 @@ def _format_queue(queue: dict[str, Any]) -> list[str]:
             [(w["name"], w["state"], w["current_job"]) for w in queue["workers"]],
         )
     return lines
+
+
+def _format_telegram_blocks(blocks: dict[str, Any]) -> list[str]:
+    if not blocks.get("chats"):
+        return []  # no news; a Redis outage is already reported with the queue
+    return [
+        "telegram chats on hold after a 429 (flood control)",
+        *_table(
+            ("bot", "chat", "until", "left"),
+            [
+                (c["bot"], c["chat_id"], c["until"], _seconds(c["seconds_left"]))
+                for c in blocks["chats"]
+            ],
+        ),
+    ]

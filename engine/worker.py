@@ -53,6 +53,8 @@ def build_runner(settings: Settings) -> JobRunner:
             deadline_s=tun.db_reconnect_deadline_s,
         ),
         environ=settings.rules_environ(),
+        max_timeouts_s=tun.max_action_timeouts_s,
+        batch_wait_s=tun.batch_wait_s,
     )
     return JobRunner(job_settings, make_runtime, EXECUTORS)
 

@@ -8,6 +8,7 @@ rules.template_check on the same actions.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rules.durations import DurationError, parse_duration
@@ -40,17 +41,32 @@ def compile_actions(
     sink: Problems,
     bot_names: Collection[str] | None,
     path: Path = ("actions",),
+    timeout_limits_s: Mapping[str, float] | None = None,
 ) -> tuple[ActionSpec, ...]:
-    """ActionSpecs from the actions as written; checks run on the ``${VAR}``-expanded copy."""
+    """ActionSpecs from the actions as written; checks run on the ``${VAR}``-expanded copy.
+
+    ``timeout_limits_s``: the longest ``timeout`` each kind may set (the worker's limits);
+    None checks no limit.
+    """
     if not isinstance(expanded_actions, list) or not expanded_actions:
         sink.at(path, f"must be a non-empty list of actions (got {shown(expanded_actions)})")
         return ()
     specs = []
     for index, (raw, item) in enumerate(zip(raw_actions, expanded_actions, strict=True)):
-        spec = _compile_action(index, raw, item, sink, bot_names, (*path, index))
+        spec = _compile_action(
+            index, raw, item, sink, _Limits(bot_names, timeout_limits_s), (*path, index)
+        )
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What the deployment allows, from the config (None: not checked)."""
+
+    bot_names: Collection[str] | None
+    timeouts_s: Mapping[str, float] | None
 
 
 def _compile_action(
@@ -58,7 +74,7 @@ def _compile_action(
     raw: Any,
     item: Any,
     sink: Problems,
-    bot_names: Collection[str] | None,
+    limits: _Limits,
     path: Path,
 ) -> ActionSpec | None:
     item = mapping_at(item, sink, path, "a mapping with one of telegram, rest, mcp")
@@ -81,7 +97,8 @@ def _compile_action(
     retry = _retry(item.get("retry"), sink, (*path, "retry"))
     body = mapping_at(item[kind], sink, (*path, kind), f"a mapping of {kind} settings")
     if body is not None:
-        _check_kind(kind, body, sink, (*path, kind), bot_names)
+        _check_kind(kind, body, sink, (*path, kind), limits.bot_names)
+        _check_timeout_limit(kind, body, sink, (*path, kind), limits.timeouts_s)
     if sink.count != before or body is None or retry is None:
         return None
     return ActionSpec(index=index, kind=kind, name=name, raw=raw[kind], retry=retry)
@@ -150,6 +167,31 @@ def _check_rest_extras(body: Mapping[str, Any], sink: Problems, path: Path) -> N
         sink.at(
             (*path, "expect_status"),
             f"must be an HTTP status or a list of them (got {shown(status)})",
+        )
+
+
+def _check_timeout_limit(
+    kind: str,
+    body: Mapping[str, Any],
+    sink: Problems,
+    path: Path,
+    limits: Mapping[str, float] | None,
+) -> None:
+    """A timeout longer than the worker allows would be cut short at run time anyway:
+    say so to the author now instead."""
+    if limits is None or kind not in limits or "timeout" not in body:
+        return
+    try:
+        seconds = parse_duration(body["timeout"])
+    except DurationError:
+        return  # reported by _check_rest_extras
+    limit = limits[kind]
+    if seconds > limit:
+        sink.at(
+            (*path, "timeout"),
+            f"must be at most {limit:g}s, the longest a {kind} action may take on this "
+            f"deployment (worker.max_{kind}_timeout_s, at most worker.job_timeout_s, in the "
+            f"config; got {shown(body['timeout'])})",
         )
 
 

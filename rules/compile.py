@@ -57,6 +57,7 @@ def compile_rule(
     source_file: str,
     source_line: int,
     bot_names: Collection[str] | None = None,
+    timeout_limits_s: Mapping[str, float] | None = None,
 ) -> Rule | None:
     """A Rule from one mapping of `rules:`, or None when any mistake was reported."""
     before = sink.count
@@ -75,7 +76,9 @@ def compile_rule(
     actions_key = _key(raw_actions, expanded_actions)
     actions = sink.share(
         ("actions", actions_key),
-        lambda: compile_actions(raw_actions, expanded_actions, sink, bot_names),
+        lambda: compile_actions(
+            raw_actions, expanded_actions, sink, bot_names, timeout_limits_s=timeout_limits_s
+        ),
     )
     context_fields = None
     if isinstance(expanded_actions, list):

@@ -21,6 +21,7 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     │                                transaction ids: evaluation stops for an operator
     ├── CursorMovedError             (engine.cursor) another engine advanced the cursor:
     │                                the batch rolled back, read the cursor again
+    ├── DatabaseEncodingError        (engine.migrate) the database is not UTF8: not migrated
     ├── LocalStackError              (devkit.localstack) a private server did not start/stop
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)

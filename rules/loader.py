@@ -38,6 +38,14 @@ class LoadResult:
         self.files.extend(other.files)
 
 
+@dataclass(frozen=True)
+class _DeploymentLimits:
+    """What the config allows rules to use: bot names, action timeouts per kind."""
+
+    bot_names: Collection[str] | None
+    timeouts_s: Mapping[str, float] | None
+
+
 def rule_files(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[RuleError]]:
     """The files named by ``paths``: files as given, directories searched recursively."""
     files: list[str] = []
@@ -61,8 +69,14 @@ def load_rules(
     *,
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
+    timeout_limits_s: Mapping[str, float] | None = None,
 ) -> LoadResult:
-    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``)."""
+    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``).
+
+    ``bot_names`` and ``timeout_limits_s`` (the longest ``timeout`` per action kind) come
+    from the config; None checks nothing against it.
+    """
+    limits = _DeploymentLimits(bot_names, timeout_limits_s)
     files, errors = rule_files(paths)
     result = LoadResult(errors=errors)
     shared: dict[Any, Any] = {}  # compiled parts common to rules of every file
@@ -79,7 +93,7 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
-        result.extend(_load_text(text, file, environ, bot_names, shared))
+        result.extend(_load_text(text, file, environ, limits, shared))
     _check_duplicate_ids(result)
     return result
 
@@ -90,9 +104,11 @@ def load_rules_text(
     *,
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
+    timeout_limits_s: Mapping[str, float] | None = None,
 ) -> LoadResult:
     """Load rules from ``text`` as if read from the file ``source``."""
-    result = _load_text(text, source, environ, bot_names, {})
+    limits = _DeploymentLimits(bot_names, timeout_limits_s)
+    result = _load_text(text, source, environ, limits, {})
     _check_duplicate_ids(result)
     return result
 
@@ -101,7 +117,7 @@ def _load_text(
     text: str,
     source: str,
     environ: Mapping[str, str],
-    bot_names: Collection[str] | None,
+    limits: _DeploymentLimits,
     shared: dict[Any, Any],
 ) -> LoadResult:
     parsed = parse_yaml(text)
@@ -126,7 +142,7 @@ def _load_text(
                 "for shared YAML anchors)",
             )
     for index, raw in enumerate(data["rules"]):
-        rule = _load_rule(raw, ("rules", index), sink, source, environ, bot_names)
+        rule = _load_rule(raw, ("rules", index), sink, source, environ, limits)
         if rule is not None:
             result.rules.append(rule)
     return result
@@ -138,7 +154,7 @@ def _load_rule(
     file_sink: Problems,
     source: str,
     environ: Mapping[str, str],
-    bot_names: Collection[str] | None,
+    limits: _DeploymentLimits,
 ) -> Rule | None:
     sink = file_sink.rule(base, rule_id_of(raw))
     if not isinstance(raw, Mapping):
@@ -159,7 +175,13 @@ def _load_rule(
     expanded = expand_env(raw, environ, on_error=unset)
     line = file_sink.lines.line_of(base) or 0
     rule = compile_rule(
-        raw, expanded, sink, source_file=source, source_line=line, bot_names=bot_names
+        raw,
+        expanded,
+        sink,
+        source_file=source,
+        source_line=line,
+        bot_names=limits.bot_names,
+        timeout_limits_s=limits.timeouts_s,
     )
     return rule if sink.count == before else None
 

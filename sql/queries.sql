@@ -17,6 +17,10 @@ SELECT name FROM engine_migrations ORDER BY name;
 -- name: record_migration
 INSERT INTO engine_migrations (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
 
+-- name: database_encoding
+-- The current database's encoding: text in anything but UTF8 may not decode as UTF-8.
+SELECT current_database(), current_setting('server_encoding');
+
 -- name: timescaledb_available
 SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb');
 
@@ -58,6 +62,17 @@ SELECT txid::text AS txid, seq, events,
 UPDATE engine_cursors
    SET txid = $2::text::xid8, seq = $3, events = events + $6, updated_at = now()
  WHERE name = $1 AND txid = $4::text::xid8 AND seq = $5;
+
+-- name: cursor_next_row
+-- Where the next row is and its id, for skipping a row whose evaluation cannot be
+-- recorded: nothing else of the row is read, and the id comes as its raw bytes
+-- (convert_to SQL_ASCII converts nothing), so no value in the row can fail to decode.
+SELECT convert_to(id, 'SQL_ASCII') AS id, txid::text AS _txid, seq AS _seq
+  FROM events
+ WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
+   AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY txid, seq
+ LIMIT 1;
 
 -- name: read_batch
 -- Gap-safe: only rows of transactions older than the oldest one still running are

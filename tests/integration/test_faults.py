@@ -112,11 +112,13 @@ def _kill_worker_mid_job(
 ) -> None:
     # A short lease (job timeout 3 s + 1 s) so the sweep takes the dead worker's row over
     # quickly; each request is held 0.2 s at the receiver so a kill lands inside a job.
+    # The rule's timeout must fit in the job timeout, or the rule is refused.
     sc = Scenario(
         tmp_path,
         database_url,
         redis_url,
         receiver,
+        timeout="2s",
         extra={"worker": {"job_timeout_s": 3, "lease_margin_s": 1}},
     )
     receiver.set_behaviour(delay_s=0.2)
