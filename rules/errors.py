@@ -22,6 +22,8 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     ├── CursorMovedError             (engine.cursor) another engine advanced the cursor:
     │                                the batch rolled back, read the cursor again
     ├── LocalStackError              (devkit.localstack) a private server did not start/stop
+    ├── ApiError                     (engine.api.errors) a request `engine api` refuses:
+    │                                its HTTP status and message
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once
