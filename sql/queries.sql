@@ -425,7 +425,7 @@ SELECT name, max_rules FROM organizations WHERE id = $1;
 -- name: api_lock_org_rules
 -- Creations of one organization's rules one at a time, so that two at once cannot both
 -- pass the max_rules check.
-SELECT pg_advisory_xact_lock(hashtextextended('trigger-engine:org-rules:' || $1::text, 0));
+SELECT pg_advisory_xact_lock(hashtextextended('trigger-engine:org-rules:' || $1::bigint::text, 0));
 
 -- name: api_count_rules
 SELECT count(*) FROM triggers WHERE org_id = $1;
