@@ -69,6 +69,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(settings_of(args), burst=args.burst)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from engine.api.app import serve
+
+    return serve(settings_of(args))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from devkit.up import run_up
 
@@ -208,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("worker", cmd_worker, "an RQ worker executing actions").add_argument(
         "--burst", action="store_true", help="drain the queue, then exit"
     )
+    add("api", cmd_api, "the tenants' HTTP API on api.listen (its own process, any number)")
     add("up", cmd_up, "a local stack for trying it out").add_argument(
         "--demo", action="store_true", help="also emit a stream of demo events"
     )

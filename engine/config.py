@@ -34,6 +34,7 @@ TOP_LEVEL_KEYS = (
     "worker",
     "retention",
     "rules_env",
+    "api",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -129,6 +130,17 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """``api:`` section: `engine api`, the tenants' HTTP API (its own process)."""
+
+    listen: str = "127.0.0.1:8080"  # host:port
+    max_body_bytes: int = 1024 * 1024  # a bigger request body answers 413
+    db_pool_min_size: int = 1  # connections each `engine api` process keeps open
+    db_pool_max_size: int = 10  # requests served at once per process, one connection each
+    db_connect_timeout_s: float = 10.0  # opening a connection, and waiting for a free one
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -138,6 +150,7 @@ class Settings:
     engine: EngineTunables = field(default_factory=EngineTunables)
     worker: WorkerTunables = field(default_factory=WorkerTunables)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
     config_variables: frozenset[str] = frozenset()  # the ${VAR}s of the config file itself
     source: str | None = None  # the config file, when there is one
@@ -383,6 +396,7 @@ def _build(
         engine=read.section(EngineTunables, "engine"),
         worker=worker,
         retention=read.section(RetentionSettings, "retention"),
+        api=read.section(ApiSettings, "api"),
         rules_env=_rules_env(read),
         config_variables=config_variables,
         source=source,

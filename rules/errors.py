@@ -26,6 +26,8 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     ├── SecretUnreadable             (engine.tenants.secrets_box) a stored secret does not
     │                                open under the configured secrets_key
     ├── LocalStackError              (devkit.localstack) a private server did not start/stop
+    ├── ApiError                     (engine.api.errors) a request `engine api` refuses:
+    │                                its HTTP status and message
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once

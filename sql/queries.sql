@@ -417,3 +417,115 @@ SELECT group_key FROM trigger_state WHERE trigger_id = $1 ORDER BY group_key;
 -- name: reset_state_delete
 DELETE FROM trigger_state WHERE trigger_id = $1 AND group_key = ANY ($2::text[])
 RETURNING group_key;
+
+-- name: api_become_tenant
+-- `engine api`, first statement of every request's transaction: from here on the
+-- row-level security policies of sql/004 apply, whoever the configured DSN's user is.
+SET LOCAL ROLE engine_tenant;
+
+-- name: api_authenticate
+SELECT key_id, org_id, role, hash, revoked FROM engine_authenticate($1);
+
+-- name: api_set_org
+SELECT set_config('engine.org_id', $1, true);
+
+-- name: api_touch_key
+-- At most one write a minute per key, so that reading does not mean writing each time.
+UPDATE api_keys SET last_used_at = now()
+ WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds');
+
+-- name: api_organization
+SELECT name, max_rules FROM organizations WHERE id = $1;
+
+-- name: api_lock_org_rules
+-- Creations of one organization's rules one at a time, so that two at once cannot both
+-- pass the max_rules check.
+SELECT pg_advisory_xact_lock(hashtextextended('trigger-engine:org-rules:' || $1::bigint::text, 0));
+
+-- name: api_count_rules
+SELECT count(*) FROM triggers WHERE org_id = $1;
+
+-- name: api_rule_hashes
+SELECT content_hash, logic_hash FROM triggers WHERE id = $1;
+
+-- name: api_rule_insert
+INSERT INTO triggers (id, org_id, rule_id, owner, description, enabled, document, source_file,
+                      content_hash, logic_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, NULL, $8, $9)
+RETURNING rule_id, document::text AS document, version, created_at, updated_at;
+
+-- name: api_rule_update
+UPDATE triggers
+   SET owner = $2, description = $3, enabled = $4, document = $5::text::jsonb,
+       content_hash = $6, logic_hash = $7, updated_at = now()
+ WHERE id = $1
+RETURNING rule_id, document::text AS document, version, created_at, updated_at;
+
+-- name: api_rule_reset_state
+DELETE FROM trigger_state WHERE trigger_id = $1;
+
+-- name: api_rule_get
+SELECT rule_id, document::text AS document, version, created_at, updated_at
+  FROM triggers WHERE id = $1;
+
+-- name: api_rules_page
+-- One organization's rules by rule id, after the cursor $2 (NULL: from the first).
+SELECT rule_id, document::text AS document, version, created_at, updated_at
+  FROM triggers
+ WHERE org_id = $1 AND ($2::text IS NULL OR rule_id > $2)
+ ORDER BY rule_id
+ LIMIT $3;
+
+-- name: api_rule_delete
+DELETE FROM triggers WHERE id = $1 RETURNING id;
+
+-- name: api_actions_page
+-- An organization's audit rows, newest first, before the id $4 (NULL: the newest).  No
+-- spec or context: they hold what the action was rendered from.
+SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
+       action_type, action_name, status, attempts, error_message,
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+  FROM action_results
+ WHERE org_id = $1
+   AND ($2::text IS NULL OR trigger_id = $2)
+   AND ($3::text IS NULL OR status = $3)
+   AND ($4::bigint IS NULL OR id < $4)
+ ORDER BY id DESC
+ LIMIT $5;
+
+-- name: api_action_get
+SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
+       action_type, action_name, status, attempts, error_message,
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+  FROM action_results
+ WHERE id = $1;
+
+-- name: api_events_page
+-- Indexed events (public chain data, shared by every organization), newest first in the
+-- cursor's order, before the position ($5, $6) (NULL: the newest).
+SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
+       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
+       validator_address, request_hash, response, response_uri, response_hash, tag,
+       value::text AS value, value_decimals, endpoint, request_uri, created_at,
+       txid::text AS _txid, seq AS _seq
+  FROM events
+ WHERE ($1::bigint IS NULL OR chain_id = $1)
+   AND ($2::bigint IS NULL OR agent_id = $2)
+   AND ($3::text IS NULL OR registry = $3)
+   AND ($4::text IS NULL OR event_type = $4)
+   AND ($5::text IS NULL OR (txid, seq) < ($5::text::xid8, $6::bigint))
+ ORDER BY txid DESC, seq DESC
+ LIMIT $7;
+
+-- name: api_key_insert
+INSERT INTO api_keys (org_id, role, name, lookup, hash)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, role, name, created_at, last_used_at, revoked_at;
+
+-- name: api_keys_list
+SELECT id, role, name, created_at, last_used_at, revoked_at
+  FROM api_keys WHERE org_id = $1 ORDER BY id;
+
+-- name: api_key_revoke
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id;
