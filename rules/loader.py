@@ -7,6 +7,7 @@ loading goes on, so `engine check` reports everything at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from rules.envsubst import DisallowedVariableError, UnsetVariableError, expand_e
 from rules.errors import RuleError
 from rules.model import Rule
 from rules.reporting import Problems, shown
-from rules.yaml_source import MAX_FILE_BYTES, parse_yaml
+from rules.yaml_source import MAX_FILE_BYTES, LineMap, parse_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -95,6 +96,29 @@ def load_rules_text(
     result = _load_text(text, source, environ, bot_names, {})
     _check_duplicate_ids(result)
     return result
+
+
+def load_tenant_rule(
+    document: Any,
+    *,
+    engine_id: str,
+    org_id: int,
+    bot_names: Collection[str] | None = None,
+    shared: dict[Any, Any] | None = None,
+) -> tuple[Rule | None, list[RuleError]]:
+    """Compile one organization's stored rule ``document`` (a mapping, as the API stored it).
+
+    The same compiler as files, with an empty environment: a tenant's rule never reads the
+    server's environment, so a ``${VAR}`` in it is an error.  The rule gets ``engine_id``
+    (``'<org_id>/<rule_id>'``, the key of its state and action rows) and ``org_id``.
+    ``shared`` lets many documents compiled together share their compiled parts.
+    """
+    source = f"org {org_id} rule {engine_id.partition('/')[2] or engine_id}"
+    sink = Problems(source, LineMap(), shared={} if shared is None else shared)
+    rule = _load_rule(document, (), sink, source, {}, bot_names)
+    if rule is None:
+        return None, sink.errors
+    return dataclasses.replace(rule, id=engine_id, org_id=org_id), []
 
 
 def _load_text(
