@@ -55,7 +55,7 @@ class _Bucket:
 
     def add(self, entry: _Entry) -> None:
         """File one more rule, at its place in load order."""
-        order, rule, predicate = entry
+        order, rule, _predicate = entry
         key = rule.index_key
         if key is None:
             bisect.insort(self.unkeyed, entry, key=_order)
@@ -271,9 +271,7 @@ class RuleIndex:
         """
         if self._all_fields_rules:
             return None
-        return tuple(
-            name for name in EVENT_FIELDS if name in ON_KEYS or self._field_uses[name] > 0
-        )
+        return tuple(name for name in EVENT_FIELDS if name in ON_KEYS or self._field_uses[name] > 0)
 
     @property
     def rules(self) -> list[Rule]:

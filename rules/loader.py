@@ -62,11 +62,18 @@ def load_rules(
     *,
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
+    shared: dict[Any, Any] | None = None,
+    check_ids: bool = True,
 ) -> LoadResult:
-    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``)."""
+    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``).
+
+    ``shared``: compiled parts to share with other loads; ``check_ids`` False leaves the
+    check of ids used twice to the caller (who merges this load with others).
+    """
     files, errors = rule_files(paths)
     result = LoadResult(errors=errors)
-    shared: dict[Any, Any] = {}  # compiled parts common to rules of every file
+    if shared is None:
+        shared = {}  # compiled parts common to rules of every file
     for file in files:
         try:
             if os.path.getsize(file) > MAX_FILE_BYTES:
@@ -81,7 +88,8 @@ def load_rules(
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
         result.extend(_load_text(text, file, environ, bot_names, shared))
-    _check_duplicate_ids(result)
+    if check_ids:
+        check_duplicate_ids(result)
     return result
 
 
@@ -94,7 +102,7 @@ def load_rules_text(
 ) -> LoadResult:
     """Load rules from ``text`` as if read from the file ``source``."""
     result = _load_text(text, source, environ, bot_names, {})
-    _check_duplicate_ids(result)
+    check_duplicate_ids(result)
     return result
 
 
@@ -188,7 +196,8 @@ def _load_rule(
     return rule if sink.count == before else None
 
 
-def _check_duplicate_ids(result: LoadResult) -> None:
+def check_duplicate_ids(result: LoadResult) -> None:
+    """Report (and drop) every rule whose id an earlier rule of ``result`` has."""
     first: dict[str, Rule] = {}
     unique: list[Rule] = []
     for rule in result.rules:
