@@ -291,7 +291,7 @@ class Daemon:
         """While leading: compile the organizations' new rule changes ahead of the batch
         that will apply them, and read their quotas now and then."""
         while True:
-            await asyncio.sleep(min(self.settings.engine.rules_watch_interval_s, 0.2))
+            await asyncio.sleep(self.settings.engine.rules_watch_interval_s)
             if not self.stats.is_leader or self.pool is None:
                 continue
             try:
