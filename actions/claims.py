@@ -34,6 +34,8 @@ class ActionStatus(StrEnum):
     RETRYING = "retrying"
     SUCCESS = "success"
     FAILED = "failed"
+    # Over its organization's max_firings_per_minute: written, never enqueued.
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,14 @@ class ActionRow(NamedTuple):
     """One action_results row as a firing writes it; its id comes from the table.
 
     The fields are the table's columns, in the order the COPY (ACTION_COLUMNS) and the
-    insert_actions query take them.  The first eight are what every firing of one action
-    of one rule shares (``shared_fields``), the last two the firing's own.
+    insert_actions query take them.  The first ten are what every firing of one action
+    of one rule shares (``shared_fields``; ``status`` is 'queued', or 'quota_exceeded'
+    for a firing over its organization's quota), the last two the firing's own.
     """
 
     trigger_id: str
+    org_id: int | None
+    status: str
     action_index: int
     action_type: str
     action_name: str | None
@@ -55,11 +58,19 @@ WRITE_CHUNK_ROWS = 256
 ID_BLOCK = 1024
 
 
-def shared_fields(rule: Rule, action: ActionSpec) -> tuple[Any, ...]:
+#: The status of a firing held back by its organization's max_firings_per_minute: written,
+#: never enqueued.
+QUOTA_EXCEEDED = "quota_exceeded"
+_STATUS_AT = ActionRow._fields.index("status")
+
+
+def shared_fields(rule: Rule, action: ActionSpec, status: str = "queued") -> tuple[Any, ...]:
     """ActionRow's fields up to ``spec``: what every firing of ``action`` writes."""
     retry = action.retry
     return (
         rule.id,
+        rule.org_id,
+        status,
         action.index,
         action.kind,
         action.name,
@@ -73,17 +84,24 @@ def shared_fields(rule: Rule, action: ActionSpec) -> tuple[Any, ...]:
 class PendingActionRows:
     """Action rows not written yet, each a tuple in ActionRow's field order."""
 
-    def __init__(self, shared: dict[tuple[int, int], tuple[Any, ...]] | None = None) -> None:
-        # (id(rule), id(action)) -> shared_fields; equal rules of a load share their
-        # actions, so the key is both.  Passed on from chunk to chunk of one batch.
+    def __init__(self, shared: dict[tuple[int, int, str], tuple[Any, ...]] | None = None) -> None:
+        # (id(rule), id(action), status) -> shared_fields; equal rules of a load share
+        # their actions, so the key is both.  Passed on from chunk to chunk of one batch.
         self.shared = {} if shared is None else shared
         self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, rule: Rule, action: ActionSpec, event_id: Any, context_json: str) -> None:
-        key = (id(rule), id(action))
+    def add(
+        self,
+        rule: Rule,
+        action: ActionSpec,
+        event_id: Any,
+        context_json: str,
+        status: str = "queued",
+    ) -> None:
+        key = (id(rule), id(action), status)
         shared = self.shared.get(key)
         if shared is None:
-            shared = self.shared[key] = shared_fields(rule, action)
+            shared = self.shared[key] = shared_fields(rule, action, status)
         self.rows.append((*shared, None if event_id is None else str(event_id), context_json))
 
     def columns(self) -> list[list[Any]]:
@@ -130,6 +148,7 @@ class ActionRowWriter:
         self.conn = conn
         self.copy = copy
         self.ids: list[int] = []
+        self.held: list[int] = []  # ids of rows over their quota: never to be enqueued
         self._task: asyncio.Future[list[int]] | None = None
         # Ids are taken for as many rows as may still come (``most`` in all, every match
         # firing), up to a few chunks: one round trip serves several chunks, and ids left
@@ -175,9 +194,14 @@ class ActionRowWriter:
             ids, self._spare = self._spare[:count], self._spare[count:]
             self._unwritten -= count
             try:
-                return await copy_action_rows(self.conn, pending.rows, ids)
+                await copy_action_rows(self.conn, pending.rows, ids)
             except asyncpg.UniqueViolationError as exc:
                 raise EventWrittenTwice from exc
+            self.held += [
+                i for i, row in zip(ids, pending.rows, strict=True) if row[_STATUS_AT] != "queued"
+            ]
+            return ids
         rows = await self.conn.fetch(query("insert_actions"), *pending.columns())
         self._unwritten -= count
+        self.held += [row["id"] for row in rows if row["status"] != "queued"]
         return [row["id"] for row in rows]

@@ -7,8 +7,11 @@ database or Redis is logged and retried with backoff: the daemon itself never ex
 for an outage.
 
 Rule files are compiled in a thread, never on the event loop: evaluation and /healthz
-go on with the current rules meanwhile, and the new rules are swapped in between two
-batches, never in the middle of one.
+go on with the current rules meanwhile, and the changed rules are put into the index
+between two batches, never in the middle of one.  The organizations' rules are followed
+inside each batch's transaction (engine.tenant_rules): a change committed before an
+event is applied before that event is evaluated; meanwhile a background task compiles
+new changes ahead, so a batch mostly finds them ready.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.listener import Listener
 from engine.maintenance import Maintenance
 from engine.rulebook import RuleBook, RuleSwap
+from engine.tenant_rules import TenantRules
 from sql import query
 
 log = logging.getLogger(__name__)
+
+#: How often the organizations' quotas (organizations.max_firings_per_minute) are read.
+QUOTA_REFRESH_S = 10.0
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
@@ -50,6 +57,7 @@ class DaemonStats:
     unusual: int = 0
     future_events: int = 0  # stamped too far ahead: evaluated, no time-based state advanced
     skipped: int = 0  # rows whose evaluation could not be recorded
+    quota_exceeded: int = 0  # firings held back by their organization's quota
     batches: int = 0
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
@@ -98,6 +106,12 @@ class LeaderLock:
             conn.terminate()
 
 
+def _default_firing_quota(settings: Settings) -> int:
+    """Config ``tenants.max_firings_per_minute`` (600 when the section is not there)."""
+    tenants = getattr(settings, "tenants", None)
+    return int(getattr(tenants, "max_firings_per_minute", 600))
+
+
 class Daemon:
     """Wires the parts of ``engine run`` together."""
 
@@ -111,6 +125,9 @@ class Daemon:
         )
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook.for_settings(settings)
+        self.tenants = TenantRules(settings.bot_names)
+        self.evaluator.quota.default_per_minute = _default_firing_quota(settings)
+        self._next_quota_refresh = 0.0
         self.leader = LeaderLock(
             settings.database_url,
             tun.cursor_name,
@@ -142,6 +159,7 @@ class Daemon:
             self._tasks = [
                 asyncio.create_task(self.listener.run(), name="listener"),
                 asyncio.create_task(self._watch_rules(), name="rule-watch"),
+                asyncio.create_task(self._prefetch_tenant_rules(), name="tenant-rules"),
             ]
             await self._loop()
         except asyncio.CancelledError:
@@ -247,9 +265,10 @@ class Daemon:
             self.evaluator.position = None  # re-read: the previous leader may have moved it
             # No rules to evaluate yet: wait for the compile (off the loop: /healthz answers).
             await self._compile_rules(only_if_changed=False)
-            await self._swap_staged_rules()
+            await self._take_all_rules()
         elif not held and was:
             log.warning("leadership lost; waiting as a standby")
+            self.tenants.last_seq = None  # followed again from scratch when leading again
         elif not held and not was and not self._standby_announced:
             log.info("standby: another engine holds the cursor")
         self._standby_announced = not held  # say it once per standby period
@@ -267,6 +286,43 @@ class Daemon:
                 await self._compile_rules(only_if_changed=True)
             except Exception:  # a bug in a reload must not end the watch
                 log.exception("rule reload failed; the current rules keep running")
+
+    async def _prefetch_tenant_rules(self) -> None:
+        """While leading: compile the organizations' new rule changes ahead of the batch
+        that will apply them, and read their quotas now and then."""
+        while True:
+            await asyncio.sleep(self.settings.engine.rules_watch_interval_s)
+            if not self.stats.is_leader or self.pool is None:
+                continue
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.tenants.prefetch(conn)
+                    if time.monotonic() >= self._next_quota_refresh:
+                        rows = await conn.fetch(query("org_firing_quotas"))
+                        self.evaluator.quota.limits = {
+                            r["id"]: r["max_firings_per_minute"] for r in rows
+                        }
+                        self._next_quota_refresh = time.monotonic() + QUOTA_REFRESH_S
+            except _DB_ERRORS as exc:
+                log.debug("rule change prefetch failed", extra={"error": str(exc)})
+            except Exception:  # a bug here must not end the task: batches compile anyway
+                log.exception("rule change prefetch failed")
+
+    async def _take_all_rules(self) -> None:
+        """On taking the lead: the staged file rules and every organization's rule, in a
+        new index (the previous leader may have changed anything)."""
+        swap = self._staged
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            tenant_rules = await self.tenants.load_all(conn)
+            if swap is None:  # no compile: the files as last loaded
+                swap = RuleSwap(await asyncio.to_thread(self.rulebook.load))
+            await self.rulebook.apply(conn, swap, fresh_with=tenant_rules)
+            rows = await conn.fetch(query("org_firing_quotas"))
+        self.evaluator.quota.limits = {r["id"]: r["max_firings_per_minute"] for r in rows}
+        self._next_quota_refresh = time.monotonic() + QUOTA_REFRESH_S
+        if self._staged is swap:
+            self._staged = None
 
     async def _compile_rules(self, *, only_if_changed: bool) -> None:
         """Load and compile the rule files in a thread and stage the result."""
@@ -307,7 +363,7 @@ class Daemon:
             async with self.pool.acquire() as conn:
                 try:
                     result = await self.evaluator.run_batch(
-                        conn, index, limit=1 if isolating else None
+                        conn, index, limit=1 if isolating else None, tenants=self.tenants
                     )
                 except POISON_ERRORS as exc:
                     isolating = await self._isolate(conn, isolating, exc)
@@ -354,6 +410,7 @@ class Daemon:
         s.errors += result.errors
         s.unusual += result.unusual
         s.future_events += result.future_events
+        s.quota_exceeded += result.quota_exceeded
         s.batches += 1
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from engine.action_rows import (
+    QUOTA_EXCEEDED,
     WRITE_CHUNK_ROWS,
     ActionRowWriter,
     EventWrittenTwice,
@@ -29,8 +30,10 @@ from engine.action_rows import (
 from engine.config import EngineTunables
 from engine.cursor import Cursor, CursorPosition
 from engine.event_rows import events_from_rows
+from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
 from engine.state_store import StateKey, States, load_states, save_states
+from engine.tenant_rules import RulesChangedDuringRead, TenantRules
 from engine.unusual_rows import unusual_rows
 from rules import Rule, RuleIndex, Step, build_context, event_time
 from sql import query
@@ -63,7 +66,9 @@ class BatchResult:
     errors: int = 0
     unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
     future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
-    action_ids: list[int] = field(default_factory=list)
+    quota_exceeded: int = 0  # firings held back by their organization's quota
+    restarts: int = 0  # times the batch started over for a rule change (tenant_rules)
+    action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
     last_event_timestamp: int | None = None
 
 
@@ -82,6 +87,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
+        self.quota = FiringQuota()
         self._logged: set[tuple[str, str | None, str]] = set()
 
     @property
@@ -98,31 +104,61 @@ class Evaluator:
         return await self.cursor.skip_next(conn)
 
     async def run_batch(
-        self, conn: asyncpg.Connection, index: RuleIndex, *, limit: int | None = None
+        self,
+        conn: asyncpg.Connection,
+        index: RuleIndex,
+        *,
+        limit: int | None = None,
+        tenants: TenantRules | None = None,
     ) -> BatchResult:
         """Evaluate one batch (``limit`` rows at most) and commit it; returns what happened.
 
         Action rows are written by COPY, which cannot skip a row already there (an event id
         the indexer wrote twice, see the insert_actions query).  Such a batch rolls back
         whole and is evaluated again with the INSERT, which skips it.
+
+        With ``tenants``, ``index`` is kept up to date with the organizations' rules in the
+        batch's transaction (engine.tenant_rules has the reasoning): their changes are
+        applied before the events are read, and a batch that sees one more before it
+        commits rolls back and starts over.
         """
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
         limit = limit or self.batch_size
-        try:
-            return await self._run_batch(conn, index, limit, copy=True)
-        except EventWrittenTwice:
-            return await self._run_batch(conn, index, limit, copy=False)
+        copy, restarts = True, 0
+        while True:
+            try:
+                result = await self._run_batch(conn, index, limit, copy=copy, tenants=tenants)
+            except EventWrittenTwice:
+                copy = False
+                continue
+            except RulesChangedDuringRead:
+                restarts += 1
+                continue
+            result.restarts = restarts
+            return result
 
     async def _run_batch(
-        self, conn: asyncpg.Connection, index: RuleIndex, limit: int, *, copy: bool
+        self,
+        conn: asyncpg.Connection,
+        index: RuleIndex,
+        limit: int,
+        *,
+        copy: bool,
+        tenants: TenantRules | None,
     ) -> BatchResult:
         result = BatchResult()
         async with conn.transaction():
+            if tenants is not None:
+                await tenants.catch_up(conn, index)
             rows, end = await self.cursor.read_and_advance(conn, limit, index.event_fields)
             if not rows:
                 return result
             await self._evaluate(conn, rows, index, result, copy=copy)
+            # Last, so that it also covers a rule whose state the API reset while this
+            # batch stepped the old state.
+            if tenants is not None and await tenants.changed_since(conn):
+                raise RulesChangedDuringRead
         self.cursor.position = end
         return result
 
@@ -157,11 +193,14 @@ class Evaluator:
             changed, pending = await self._step_all(
                 matches, states, stats, writer, result, now, trusted_until
             )
-            result.action_ids = await writer.finish(pending)
+            written = await writer.finish(pending)
         finally:
             await writer.settle()
-        await save_states(conn, states, changed)
-        await self._add_rule_stats(conn, stats)
+        held = set(writer.held)
+        result.action_ids = [i for i in written if i not in held] if held else written
+        org_ids = {rule.id: rule.org_id for _, rule, _ in matches}
+        await save_states(conn, states, changed, org_ids)
+        await self._add_rule_stats(conn, stats, org_ids)
 
     async def _step_all(
         self,
@@ -201,6 +240,11 @@ class Evaluator:
                 continue
             counter["fired"] += 1
             result.fired += 1
+            status = "queued"
+            if rule.org_id is not None and not self.quota.allow(rule.org_id, now):
+                status = QUOTA_EXCEEDED
+                result.quota_exceeded += 1
+                self._log_quota(rule.org_id, event)
             try:
                 context_json = self._context_json(rule, event, step, fired_at)
             except Exception as exc:
@@ -209,7 +253,7 @@ class Evaluator:
                 self._log_failure(event, rule.id, exc)
                 continue
             for action in rule.actions:
-                pending.add(rule, action, event.get("id"), context_json)
+                pending.add(rule, action, event.get("id"), context_json, status)
             if len(pending) >= self.write_chunk_rows:
                 await writer.start(pending)
                 pending = PendingActionRows(pending.shared)
@@ -256,8 +300,21 @@ class Evaluator:
         group = rule.group_values(event) if rule.per else {}
         return to_json(build_context(rule, event, group, step.template_state, at))
 
+    def _log_quota(self, org_id: int, event: Mapping[str, Any]) -> None:
+        """Once per organization and minute: its firings are being held back."""
+        self._log_once(
+            {"id": f"quota-{org_id}-{int(time.time() // 60)}"},
+            None,
+            "organization over its firing quota",
+            f"organization {org_id} fired more than max_firings_per_minute ="
+            f" {self.quota.limit_of(org_id)}; further firings are written with status"
+            f" quota_exceeded and not delivered (first held: event {event.get('id')})",
+        )
+
     @staticmethod
-    async def _add_rule_stats(conn: asyncpg.Connection, stats: dict[str, Counter[str]]) -> None:
+    async def _add_rule_stats(
+        conn: asyncpg.Connection, stats: dict[str, Counter[str]], org_ids: Mapping[str, Any]
+    ) -> None:
         """Add the batch's counts to each rule's hourly counters (rule_stats)."""
         if not stats:
             return
@@ -265,6 +322,7 @@ class Evaluator:
         await conn.execute(
             query("add_rule_stats"),
             ids,
+            [org_ids.get(i) for i in ids],
             [stats[i]["matched"] for i in ids],
             [stats[i]["fired"] for i in ids],
             [stats[i]["suppressed"] for i in ids],

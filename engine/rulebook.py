@@ -2,10 +2,15 @@
 
 A load is compiled into a ``RuleSwap`` with no database and no shared state touched, so
 the daemon runs it in a thread while events go on being evaluated with the current rules.
-``RuleBook.apply`` then mirrors the swap into ``triggers`` and swaps the index in; the
-daemon calls it between two batches, never during one.  A load with errors keeps the
-old rules running and is reported.  A rule whose logic (on, where, per, when) changed
-starts with fresh state; one whose only change is its actions keeps it.
+Only the files that changed since the last load are compiled again; the others' rules
+are taken from that load.  ``RuleBook.apply`` then mirrors the swap into ``triggers`` and
+puts into the index only the rules that changed (removing those gone); the daemon calls
+it between two batches, never during one.  A load with errors keeps the old rules
+running and is reported.  A rule whose logic (on, where, per, when) changed starts with
+fresh state; one whose only change is its actions keeps it.
+
+The index also holds the organizations' rules (engine.tenant_rules keeps them up to
+date); a file reload never touches those.
 
 This module never evaluates events and never compiles on the event loop.
 """
@@ -25,6 +30,8 @@ from engine.config import Settings
 from engine.json_text import to_json
 from rules import LoadResult, Rule, RuleIndex, load_rules
 from rules.errors import RuleError
+from rules.loader import check_duplicate_ids
+from rules.loader import rule_files as list_rule_files
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -50,10 +57,14 @@ def rule_files(paths: Sequence[str]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class RuleSwap:
-    """A compiled load, ready to be swapped in: its rules and index, or its errors."""
+    """A compiled load, ready to be swapped in: its rules, or its errors."""
 
     result: LoadResult
-    index: RuleIndex | None  # None: the load has errors and must be rejected
+
+    @property
+    def ok(self) -> bool:
+        """Whether it may be swapped in (a load with errors is rejected whole)."""
+        return not self.result.errors
 
     @property
     def rules(self) -> list[Rule]:
@@ -78,6 +89,8 @@ class RuleBook:
     errors: list[RuleError] = field(default_factory=list)
     loads: int = 0
     _signature: dict[str, float] = field(default_factory=dict)
+    # Per file: its modification time and what loading it gave, reused while unchanged.
+    _by_file: dict[str, tuple[float, LoadResult]] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RuleBook:
@@ -91,14 +104,36 @@ class RuleBook:
         )
 
     def load(self) -> LoadResult:
-        """Load and compile every rule file (no database)."""
+        """Load and compile the rule files (no database): only those modified since the
+        last load, the others' rules as that load compiled them."""
         self._signature = rule_files(self.paths)
-        return load_rules(
-            list(self.paths),
-            environ=self.environ,
-            bot_names=self.bot_names,
-            timeout_limits_s=self.timeout_limits_s,
-        )
+        files, errors = list_rule_files(list(self.paths))
+        result = LoadResult(errors=errors)
+        shared: dict[Any, Any] = {}  # compiled parts common to the files compiled now
+        by_file: dict[str, tuple[float, LoadResult]] = {}
+        for file in files:
+            mtime = self._signature.get(file, -1.0)
+            known = self._by_file.get(file)
+            if known is None or known[0] != mtime or mtime < 0:
+                known = (
+                    mtime,
+                    load_rules(
+                        [file],
+                        environ=self.environ,
+                        bot_names=self.bot_names,
+                        timeout_limits_s=self.timeout_limits_s,
+                        shared=shared,
+                        check_ids=False,
+                    ),
+                )
+            by_file[file] = known
+            loaded = known[1]
+            result.rules.extend(loaded.rules)
+            result.errors.extend(loaded.errors)
+            result.files.extend(loaded.files)
+        self._by_file = by_file
+        check_duplicate_ids(result)
+        return result
 
     def changed(self) -> bool:
         """Whether a rule file was added, removed or modified since the last load."""
@@ -106,38 +141,68 @@ class RuleBook:
 
     @staticmethod
     def prepare(result: LoadResult) -> RuleSwap:
-        """What to swap in for ``result``: CPU only, safe to run off the event loop.
-
-        The seam for incremental changes: any ``LoadResult`` (a whole load or a merge of
-        changed rules with the current ones) becomes a swap the same way.
-        """
-        index = None if result.errors else RuleIndex(result.rules)
-        return RuleSwap(result=result, index=index)
+        """What to swap in for ``result``: CPU only, safe to run off the event loop."""
+        return RuleSwap(result=result)
 
     def compile(self) -> RuleSwap:
-        """Load every rule file and build its index: the part of a reload that runs in a
-        thread.  Touches only the watch signature, never the rules being evaluated."""
+        """Load the rule files: the part of a reload that runs in a thread.  Touches only
+        the watch signature and the per-file cache, never the rules being evaluated."""
         return self.prepare(self.load())
 
-    async def apply(self, conn: asyncpg.Connection, swap: RuleSwap) -> bool:
+    async def apply(
+        self,
+        conn: asyncpg.Connection,
+        swap: RuleSwap,
+        *,
+        fresh_with: Sequence[Rule] | None = None,
+    ) -> bool:
         """Swap in ``swap`` if it has no errors, mirroring it into ``triggers`` first.
+
+        The index is changed only where the files changed.  ``fresh_with`` (the
+        organizations' rules, when taking the lead) builds a new index of the files'
+        rules and those, in a thread.
 
         The caller must not be evaluating a batch meanwhile: the state of a rule whose
         logic changed is reset here, and that reset commits before the new index is used.
         """
         self.errors = list(swap.errors)
-        if swap.index is None:
+        if not swap.ok:
             for error in swap.errors:
                 log.error("rule file error", extra={"error": str(error)})
             if self.index is not None:
                 log.error("rule change rejected: the previous rules keep running")
+            if fresh_with is not None:
+                self.index = None  # a new leader evaluates nothing until its files load
             return False
         await mirror_rules(conn, swap.rules)
+        if fresh_with is not None or self.index is None:
+            every = [*swap.rules, *(fresh_with or ())]
+            self.index = await asyncio.to_thread(RuleIndex, every)
+        else:
+            changed = _apply_difference(self.index, self.rules, swap.rules)
+            if changed:
+                log.info("rule files changed", extra={"rules": changed})
         self.rules = list(swap.rules)
-        self.index = swap.index
         self.loads += 1
         log.info("rules loaded", extra={"rules": len(self.rules), "files": len(swap.result.files)})
         return True
+
+
+def _apply_difference(index: RuleIndex, before: Sequence[Rule], after: Sequence[Rule]) -> int:
+    """Put into ``index`` the rules of ``after`` that are new or changed, remove those
+    gone; how many rules changed."""
+    known = {rule.id: rule for rule in before}
+    changed = 0
+    for rule_id in known.keys() - {rule.id for rule in after}:
+        index.remove(rule_id)
+        changed += 1
+    for rule in after:
+        old = known.get(rule.id)
+        if old is not None and old.content_hash == rule.content_hash:
+            continue  # unchanged, or its file was only touched
+        index.put(rule)
+        changed += 1
+    return changed
 
 
 @dataclass

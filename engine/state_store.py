@@ -8,7 +8,7 @@ the cursor (and never twice for one event).  This module never commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import asyncpg
@@ -30,14 +30,22 @@ async def load_states(conn: asyncpg.Connection, keys: Collection[StateKey]) -> S
     return {(r["trigger_id"], r["group_key"]): json.loads(r["state"]) for r in rows}
 
 
-async def save_states(conn: asyncpg.Connection, states: States, changed: set[StateKey]) -> None:
-    """Write the states of ``changed`` (each replaces the stored one)."""
+async def save_states(
+    conn: asyncpg.Connection,
+    states: States,
+    changed: set[StateKey],
+    org_ids: Mapping[str, int | None] | None = None,
+) -> None:
+    """Write the states of ``changed`` (each replaces the stored one); ``org_ids`` gives
+    each trigger's organization (absent: the operator's)."""
     if not changed:
         return
     ordered = sorted(changed)
+    orgs = org_ids or {}
     await conn.execute(
         query("save_states"),
         [k[0] for k in ordered],
         [k[1] for k in ordered],
         [to_json(states[k]) for k in ordered],
+        [orgs.get(k[0]) for k in ordered],
     )

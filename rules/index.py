@@ -7,11 +7,19 @@ and cached.  Then, inside a merged bucket, rules whose top-level `where` require
 to equal one of a few values (`agent_id: 42`) are filed under those values, so ten
 thousand rules that differ by agent_id cost one dict lookup.  Candidates are then checked
 with the rule's full predicate, in load order.
+
+The index changes one rule at a time (``put``, ``remove``) without being rebuilt: a
+rule's entry is added to or taken out of the buckets that hold its `on` combinations, in
+place.  Only a rule bringing an `on` combination no other rule has drops the buckets that
+combination feeds (rebuilt as events need them, warmed at once).  Apply changes between
+lookups, never during one: the index is not safe to change from another thread.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -44,6 +52,37 @@ class _Bucket:
             for value in rule.index_values:
                 table.setdefault(value, []).append((order, rule, rule.residual))
         self.keyed: tuple[tuple[str, dict[Any, list[_Entry]]], ...] = tuple(tables.items())
+
+    def add(self, entry: _Entry) -> None:
+        """File one more rule, at its place in load order."""
+        order, rule, _predicate = entry
+        key = rule.index_key
+        if key is None:
+            bisect.insort(self.unkeyed, entry, key=_order)
+            return
+        tables = dict(self.keyed)
+        table = tables.get(key)
+        if table is None:
+            table = tables[key] = {}
+            self.keyed = tuple(tables.items())
+        for value in rule.index_values:
+            bisect.insort(table.setdefault(value, []), (order, rule, rule.residual), key=_order)
+
+    def discard(self, order: int, rule: Rule) -> None:
+        """Take out the rule filed at ``order`` (a no-op if it is not here)."""
+        key = rule.index_key
+        if key is None:
+            _remove_at(self.unkeyed, order)
+            return
+        table = dict(self.keyed).get(key)
+        if table is None:
+            return
+        for value in rule.index_values:
+            hits = table.get(value)
+            if hits is not None:
+                _remove_at(hits, order)
+                if not hits:
+                    del table[value]
 
     def match(self, event: Mapping[str, Any]) -> list[Rule]:
         """Rules of this bucket whose `where` holds, in load order."""
@@ -84,23 +123,120 @@ def _order(entry: _Entry) -> int:
     return entry[0]
 
 
-class RuleIndex:
-    """Enabled rules indexed for fast matching; immutable once built."""
+def _remove_at(entries: list[_Entry], order: int) -> None:
+    at = bisect.bisect_left(entries, order, key=_order)
+    if at < len(entries) and entries[at][0] == order:
+        del entries[at]
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
-        self._rules = [rule for rule in rules if rule.enabled]
+
+def _combinations(rule: Rule) -> list[tuple[Any, Any, Any]]:
+    """The `on` index keys of ``rule``: one per combination, None where `on` is open."""
+    options = [list(rule.on[key]) if key in rule.on else [None] for key in ON_KEYS]
+    return list(itertools.product(*options))
+
+
+def _feeds(key: tuple[Any, Any, Any], triple: tuple[Any, Any, Any]) -> bool:
+    """Whether rules filed under ``key`` can match events of ``triple``."""
+    return all(k is None or k == t for k, t in zip(key, triple, strict=True))
+
+
+class RuleIndex:
+    """Enabled rules indexed for fast matching; changed one rule at a time."""
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        # id -> (load order, rule): the enabled rules.  A replaced rule keeps its order.
+        self._by_id: dict[str, tuple[int, Rule]] = {}
+        self._next_order = 0
         self._by_on: dict[tuple[Any, Any, Any], list[_Entry]] = {}
-        for order, rule in enumerate(self._rules):
-            options = [list(rule.on[key]) if key in rule.on else [None] for key in ON_KEYS]
-            for combination in itertools.product(*options):
-                entry = (order, rule, rule.predicate)
-                self._by_on.setdefault(combination, []).append(entry)
+        for rule in rules:
+            if not rule.enabled or rule.id in self._by_id:
+                continue
+            order = self._take_order(rule.id)
+            self._by_id[rule.id] = (order, rule)
+            for combination in _combinations(rule):
+                self._by_on.setdefault(combination, []).append((order, rule, rule.predicate))
         self._buckets: dict[tuple[Any, Any, Any], _Bucket] = {}
         # Merged buckets by the `on` combinations that feed them: events of chains no
         # rule names share one bucket instead of building an identical one per chain.
         self._merged: dict[tuple[tuple[Any, Any, Any], ...], _Bucket] = {}
+        # How many rules read each event column, and how many read them all.
+        self._field_uses: Counter[str] = Counter()
+        self._all_fields_rules = 0
+        for _, rule in self._by_id.values():
+            self._count_fields(rule, 1)
         self._warm()
-        self._event_fields = self._columns()
+
+    def _take_order(self, _rule_id: str) -> int:
+        order = self._next_order
+        self._next_order += 1
+        return order
+
+    def _count_fields(self, rule: Rule, sign: int) -> None:
+        if rule.event_fields is None:
+            self._all_fields_rules += sign
+        else:
+            self._field_uses.update({name: sign for name in rule.event_fields})
+
+    def put(self, rule: Rule) -> None:
+        """Add ``rule``, or replace the rule of the same id (keeping its place in load
+        order).  A disabled rule is removed."""
+        known = self._by_id.get(rule.id)
+        if known is not None:
+            self._discard(*known)
+        if not rule.enabled:
+            self._by_id.pop(rule.id, None)
+            return
+        order = known[0] if known is not None else self._take_order(rule.id)
+        self._by_id[rule.id] = (order, rule)
+        self._count_fields(rule, 1)
+        entry: _Entry = (order, rule, rule.predicate)
+        new_keys = []
+        for combination in _combinations(rule):
+            entries = self._by_on.get(combination)
+            if entries is None:
+                new_keys.append(combination)
+                self._by_on[combination] = [entry]
+            else:
+                bisect.insort(entries, entry, key=_order)
+        combinations = set(_combinations(rule))
+        for feeding, bucket in self._merged.items():
+            if combinations.intersection(feeding):
+                bucket.add(entry)
+        # After the in-place adds: the buckets rebuilt here already hold the rule.
+        self._forget_buckets_fed_by(new_keys)
+
+    def remove(self, rule_id: str) -> bool:
+        """Take out the rule ``rule_id``; whether it was there."""
+        known = self._by_id.pop(rule_id, None)
+        if known is None:
+            return False
+        self._discard(*known)
+        return True
+
+    def _discard(self, order: int, rule: Rule) -> None:
+        self._count_fields(rule, -1)
+        combinations = set(_combinations(rule))
+        for combination in combinations:
+            entries = self._by_on.get(combination)
+            if entries is not None:
+                # An emptied key stays: the feeding tuples of cached buckets name it.
+                _remove_at(entries, order)
+        for feeding, bucket in self._merged.items():
+            if combinations.intersection(feeding):
+                bucket.discard(order, rule)
+
+    def _forget_buckets_fed_by(self, keys: list[tuple[Any, Any, Any]]) -> None:
+        """A new `on` combination changes which keys feed some triples: drop their buckets
+        (and the merged buckets they used), then warm again."""
+        if not keys:
+            return
+        stale = [t for t in self._buckets if any(_feeds(k, t) for k in keys)]
+        stale_merged = {id(self._buckets[t]) for t in stale}
+        for triple in stale:
+            del self._buckets[triple]
+        for feeding in [f for f, b in self._merged.items() if id(b) in stale_merged]:
+            del self._merged[feeding]
+        self._warm()
 
     def _warm(self) -> None:
         """Build at load time the buckets events will need, not on the first events.
@@ -116,7 +252,15 @@ class RuleIndex:
                 self._build_bucket((chain, registry, event_type))
 
     def __len__(self) -> int:
-        return len(self._rules)
+        return len(self._by_id)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._by_id
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The enabled rule ``rule_id``, or None."""
+        known = self._by_id.get(rule_id)
+        return None if known is None else known[1]
 
     @property
     def event_fields(self) -> tuple[str, ...] | None:
@@ -125,20 +269,14 @@ class RuleIndex:
         The evaluator reads only these (reading and converting the 32 columns was a fifth
         of evaluating a batch), so a column no rule names costs nothing.
         """
-        return self._event_fields
-
-    def _columns(self) -> tuple[str, ...] | None:
-        wanted: set[str] = set(ON_KEYS)
-        for rule in self._rules:
-            if rule.event_fields is None:
-                return None
-            wanted.update(rule.event_fields)
-        return tuple(name for name in EVENT_FIELDS if name in wanted)
+        if self._all_fields_rules:
+            return None
+        return tuple(name for name in EVENT_FIELDS if name in ON_KEYS or self._field_uses[name] > 0)
 
     @property
     def rules(self) -> list[Rule]:
         """The enabled rules, in load order."""
-        return list(self._rules)
+        return [rule for _, rule in sorted(self._by_id.values(), key=_order_of_known)]
 
     def matching(self, event: Mapping[str, Any]) -> list[Rule]:
         """The rules whose `on` and `where` hold for ``event``, in load order; never raises."""
@@ -164,9 +302,15 @@ class RuleIndex:
             # A rule appears once per triple: each `on` dimension is open or concrete.
             bucket = _Bucket(sorted(set(entries), key=_order))
             if len(self._merged) >= MAX_CACHED_TRIPLES:
+                # Both at once: put and remove keep up to date only the merged buckets.
                 self._merged.clear()
+                self._buckets.clear()
             self._merged[feeding] = bucket
         if len(self._buckets) >= MAX_CACHED_TRIPLES:
             self._buckets.clear()  # a flood of odd triples: rebuild rather than grow
         self._buckets[triple] = bucket
         return bucket
+
+
+def _order_of_known(known: tuple[int, Rule]) -> int:
+    return known[0]

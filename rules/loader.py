@@ -7,6 +7,7 @@ loading goes on, so `engine check` reports everything at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from rules.envsubst import DisallowedVariableError, UnsetVariableError, expand_e
 from rules.errors import RuleError
 from rules.model import Rule
 from rules.reporting import Problems, shown
-from rules.yaml_source import MAX_FILE_BYTES, parse_yaml
+from rules.yaml_source import MAX_FILE_BYTES, LineMap, parse_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -70,16 +71,21 @@ def load_rules(
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
     timeout_limits_s: Mapping[str, float] | None = None,
+    shared: dict[Any, Any] | None = None,
+    check_ids: bool = True,
 ) -> LoadResult:
     """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``).
 
     ``bot_names`` and ``timeout_limits_s`` (the longest ``timeout`` per action kind) come
-    from the config; None checks nothing against it.
+    from the config; None checks nothing against it.  ``shared``: compiled parts to share
+    with other loads; ``check_ids`` False leaves the check of ids used twice to the caller
+    (who merges this load with others).
     """
     limits = _DeploymentLimits(bot_names, timeout_limits_s)
     files, errors = rule_files(paths)
     result = LoadResult(errors=errors)
-    shared: dict[Any, Any] = {}  # compiled parts common to rules of every file
+    if shared is None:
+        shared = {}  # compiled parts common to rules of every file
     for file in files:
         try:
             if os.path.getsize(file) > MAX_FILE_BYTES:
@@ -94,7 +100,8 @@ def load_rules(
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
         result.extend(_load_text(text, file, environ, limits, shared))
-    _check_duplicate_ids(result)
+    if check_ids:
+        check_duplicate_ids(result)
     return result
 
 
@@ -109,8 +116,33 @@ def load_rules_text(
     """Load rules from ``text`` as if read from the file ``source``."""
     limits = _DeploymentLimits(bot_names, timeout_limits_s)
     result = _load_text(text, source, environ, limits, {})
-    _check_duplicate_ids(result)
+    check_duplicate_ids(result)
     return result
+
+
+def load_tenant_rule(
+    document: Any,
+    *,
+    engine_id: str,
+    org_id: int,
+    bot_names: Collection[str] | None = None,
+    timeout_limits_s: Mapping[str, float] | None = None,
+    shared: dict[Any, Any] | None = None,
+) -> tuple[Rule | None, list[RuleError]]:
+    """Compile one organization's stored rule ``document`` (a mapping, as the API stored it).
+
+    The same compiler as files, with an empty environment: a tenant's rule never reads the
+    server's environment, so a ``${VAR}`` in it is an error.  The rule gets ``engine_id``
+    (``'<org_id>/<rule_id>'``, the key of its state and action rows) and ``org_id``.
+    ``shared`` lets many documents compiled together share their compiled parts.
+    """
+    source = f"org {org_id} rule {engine_id.partition('/')[2] or engine_id}"
+    sink = Problems(source, LineMap(), shared={} if shared is None else shared)
+    limits = _DeploymentLimits(bot_names, timeout_limits_s)
+    rule = _load_rule(document, (), sink, source, {}, limits)
+    if rule is None:
+        return None, sink.errors
+    return dataclasses.replace(rule, id=engine_id, org_id=org_id), []
 
 
 def _load_text(
@@ -186,7 +218,8 @@ def _load_rule(
     return rule if sink.count == before else None
 
 
-def _check_duplicate_ids(result: LoadResult) -> None:
+def check_duplicate_ids(result: LoadResult) -> None:
+    """Report (and drop) every rule whose id an earlier rule of ``result`` has."""
     first: dict[str, Rule] = {}
     unique: list[Rule] = []
     for rule in result.rules:

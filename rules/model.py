@@ -126,6 +126,8 @@ class Rule:
     context_fields: tuple[str, ...] | None = field(default=None, repr=False)
     # Every event column the rule reads (None: all); the evaluator reads no other.
     event_fields: tuple[str, ...] | None = field(default=None, repr=False)
+    # The organization a tenant's rule belongs to; None for the operator's file rules.
+    org_id: int | None = None
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

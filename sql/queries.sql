@@ -96,8 +96,9 @@ SELECT s.trigger_id, s.group_key, s.state::text AS state
     ON s.trigger_id = k.trigger_id AND s.group_key = k.group_key;
 
 -- name: save_states
-INSERT INTO trigger_state (trigger_id, group_key, state, updated_at)
-SELECT t, g, s::jsonb, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, g, s)
+INSERT INTO trigger_state (trigger_id, group_key, state, org_id, updated_at)
+SELECT t, g, s::jsonb, o, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(t, g, s, o)
 ON CONFLICT (trigger_id, group_key) DO UPDATE SET state = EXCLUDED.state, updated_at = now();
 
 -- name: next_action_ids
@@ -109,24 +110,29 @@ SELECT array_agg(nextval('action_results_id_seq')) FROM generate_series(1, $1::i
 -- name: insert_actions
 -- One array per field of engine.action_rows.ActionRow, in its order (a test checks
 -- that the three column lists below are its fields).
-INSERT INTO action_results (trigger_id, action_index, action_type, action_name, max_attempts,
-                            backoff_s, max_backoff_s, spec, event_id, context)
-SELECT trigger_id, action_index, action_type, action_name, max_attempts,
-       backoff_s, max_backoff_s, spec::json, event_id, context::json
-  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[],
-              $6::real[], $7::real[], $8::text[], $9::text[], $10::text[])
-       AS u(trigger_id, action_index, action_type, action_name, max_attempts,
-            backoff_s, max_backoff_s, spec, event_id, context)
+INSERT INTO action_results (trigger_id, org_id, status, action_index, action_type,
+                            action_name, max_attempts, backoff_s, max_backoff_s, spec,
+                            event_id, context)
+SELECT trigger_id, org_id, status, action_index, action_type,
+       action_name, max_attempts, backoff_s, max_backoff_s, spec::json,
+       event_id, context::json
+  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[],
+              $6::text[], $7::int[], $8::real[], $9::real[], $10::text[],
+              $11::text[], $12::text[])
+       AS u(trigger_id, org_id, status, action_index, action_type,
+            action_name, max_attempts, backoff_s, max_backoff_s, spec,
+            event_id, context)
 -- An indexer that writes the same event id twice (a replay after its restart; the key
 -- is (id, created_at)) must not fail the batch, and must not alert twice.
 ON CONFLICT (trigger_id, event_id, action_index) DO NOTHING
-RETURNING id;
+RETURNING id, status;
 
 -- name: add_rule_stats
-INSERT INTO rule_stats (trigger_id, hour, matched, fired, suppressed, errors)
-SELECT t, date_trunc('hour', now()), m, f, s, e
-  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-       AS u(t, m, f, s, e)
+INSERT INTO rule_stats (trigger_id, org_id, hour, matched, fired, suppressed, errors)
+SELECT t, o, date_trunc('hour', now()), m, f, s, e
+  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+              $6::bigint[])
+       AS u(t, o, m, f, s, e)
 ON CONFLICT (trigger_id, hour) DO UPDATE
    SET matched = rule_stats.matched + EXCLUDED.matched,
        fired = rule_stats.fired + EXCLUDED.fired,
@@ -529,3 +535,33 @@ SELECT id, role, name, created_at, last_used_at, revoked_at
 
 -- name: api_key_revoke
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id;
+
+-- name: tenant_rules_all
+-- Every organization's rule, read at the start of leadership in the same snapshot as
+-- tenant_changes_last (a REPEATABLE READ transaction).
+SELECT id, org_id, document::text AS document, content_hash
+  FROM triggers WHERE org_id IS NOT NULL
+ ORDER BY id;
+
+-- name: tenant_changes_last
+-- Numbers follow commit order (sql/005_quota.sql): everything up to this one is in the
+-- snapshot that reads it.
+SELECT coalesce(max(seq), 0) FROM trigger_changes;
+
+-- name: tenant_changes_since
+-- The rule changes committed after $1, each with the rule as it is now (no row: deleted),
+-- in one statement so the two agree.  Operators' file rules (org_id NULL) come through
+-- the rule files, not here, but their numbers are returned so they are passed over.
+SELECT c.seq, c.trigger_id, c.org_id, t.document::text AS document, t.content_hash
+  FROM trigger_changes c
+  LEFT JOIN triggers t ON t.id = c.trigger_id
+ WHERE c.seq > $1
+ ORDER BY c.seq
+ LIMIT $2;
+
+-- name: tenant_changes_after
+-- Whether a rule change committed after $1: checked after a batch's events are read.
+SELECT EXISTS (SELECT 1 FROM trigger_changes WHERE seq > $1);
+
+-- name: org_firing_quotas
+SELECT id, max_firings_per_minute FROM organizations;

@@ -109,6 +109,7 @@ def test_status_json_and_table_agree_on_a_known_situation(
         "retrying": 1,
         "success": 1,
         "failed": 1,
+        "quota_exceeded": 0,
         "oldest_queued_seconds": status["actions"]["oldest_queued_seconds"],
     }
     assert status["rules"]["loaded"] == 2
@@ -134,7 +135,7 @@ def test_status_json_and_table_agree_on_a_known_situation(
     feedback_row = next(line for line in lines if line.strip().startswith("any-feedback"))
     assert feedback_row.split() == ["any-feedback", "10", "4", "6", "0"]
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["queued", "running"])
-    assert lines[header + 1].split() == ["2", "0", "1", "1", "1"]
+    assert lines[header + 1].split() == ["2", "0", "1", "1", "1", "0"]
     assert "engine actions failed" in text  # what to do about the dead letter
     assert "queue engine-actions: 0 waiting" in text
     assert "1 worker(s)" in text

@@ -14,7 +14,12 @@ from rules.errors import EngineError
 PACKAGES = ("engine", "actions", "rules", "devkit", "sql")
 # Raised and caught inside the engine to steer control flow (a batch evaluated again with
 # the INSERT, an oversized body, the RQ fast path turned off); never seen by a user.
-PRIVATE_CONTROL_FLOW = {"EventWrittenTwice", "_TooBig", "UnverifiedRQError"}
+PRIVATE_CONTROL_FLOW = {
+    "EventWrittenTwice",
+    "_TooBig",
+    "UnverifiedRQError",
+    "RulesChangedDuringRead",
+}
 # An entry: its name at the start of the line or right after a branch; other lines of
 # the drawing continue the description of the entry above them.
 _DRAWN = re.compile(r"^(?P<indent>(?:[│ ]   )*[├└]── )?(?P<name>[A-Z]\w+)\b")
