@@ -53,11 +53,8 @@ def test_an_operator_creates_and_lists_organizations(config: Path, database_url:
         "rules",
         "keys",
     ]
-    assert listing[1].split() == ["acme", str(org), "1000", "(default)", "600", "(default)"] + [
-        "false",
-        "1",
-        "0",
-    ]
+    quotas = ["1000", "(default)", "600", "(default)"]
+    assert listing[1].split() == ["acme", str(org), *quotas, "false", "1", "0"]
     assert query_value(database_url, "SELECT count(*) FROM organizations") == 1
 
 
