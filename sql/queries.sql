@@ -158,7 +158,8 @@ UPDATE action_results
         OR (status = 'running' AND lease_expires_at < now()
             AND attempts < max_attempts + $3))
 RETURNING trigger_id, event_id, action_index, action_type, action_name, attempts,
-          max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context;
+          max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context,
+          org_id;
 
 -- name: finish_action
 -- Fenced by the attempt number: a worker whose lease expired and whose row was taken
@@ -447,3 +448,14 @@ UPDATE api_keys k
   FROM organizations o
  WHERE k.id = $1 AND o.id = k.org_id
 RETURNING k.id, o.name, k.role, k.name, k.revoked_at, k.revoked_at = now();
+
+-- name: org_secret_sealed
+-- A worker (the tables' owner, not subject to row-level security) reads a tenant
+-- action's secrets: the organization is always named, never implied.
+SELECT ciphertext FROM secrets WHERE org_id = $1 AND name = $2;
+
+-- name: org_agent_token_sealed
+SELECT ciphertext FROM agent_tokens WHERE org_id = $1 AND chain_id = $2 AND agent_id = $3;
+
+-- name: org_allow_private
+SELECT allow_private FROM organizations WHERE id = $1;
