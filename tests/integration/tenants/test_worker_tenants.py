@@ -4,7 +4,10 @@ pass the network guard by its organization's policy, not the config's."""
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,11 @@ import pytest
 
 from engine.config import WorkerTunables
 from engine.dispatcher import Dispatcher
-from engine.tenants.secrets_box import SecretsBox, new_secrets_key, secret_aad
+from engine.tenants.secrets_box import SecretsBox, agent_token_aad, new_secrets_key, secret_aad
+from tests.fakes.mcp_server import FakeMCPServer
+from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.webhook import RecordedRequest, Response, WebhookReceiver
-from tests.processes import query_all, run_engine, write_config
+from tests.processes import insert_events, query_all, run_engine, write_config
 
 KEY = new_secrets_key()
 API_KEY = "sk-live-Zq8v3Xw9Tm2Kp7Lr"
@@ -57,7 +62,14 @@ def _action(dsn: str, org_id: int | None, spec: dict[str, Any], kind: str = "res
                 "INSERT INTO action_results (trigger_id, event_id, action_index, action_type,"
                 " max_attempts, spec, context, org_id) VALUES (%s, %s, 0, %s, 3, %s, %s, %s)"
                 " RETURNING id",
-                (trigger, f"8453-1-{trigger}", kind, json.dumps(spec), json.dumps(CONTEXT), org_id),
+                (
+                    trigger,
+                    f"8453-{uuid.uuid4().int % 10**9}-0",
+                    kind,
+                    json.dumps(spec),
+                    json.dumps(CONTEXT),
+                    org_id,
+                ),
             ).fetchone()[0]
         )
 
@@ -204,3 +216,71 @@ def test_a_file_rule_naming_a_secret_is_told_to_use_a_variable(
     assert row["status"] == "failed", row
     assert "file rules have no organization's secrets: use ${VAR}" in row["error"]
     assert webhook_receiver.requests == []
+
+
+AGENT_TOKEN = "agent-42-token-Pq9sW2"
+BOT_TOKEN = "123456:tenant-bot-Hx7Jk2Lm"
+
+
+@pytest.fixture
+def mcp_server() -> Iterator[FakeMCPServer]:
+    server = FakeMCPServer(token=AGENT_TOKEN)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_an_agent_mode_mcp_call_uses_the_organizations_token_for_that_agent(
+    config: Path, database_url: str, redis_url: str, mcp_server: FakeMCPServer
+) -> None:
+    org = _org(database_url, "acme", allow_private=True)
+    sealed = SecretsBox(KEY).seal(AGENT_TOKEN, agent_token_aad(org, 8453, 42))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO agent_tokens (org_id, chain_id, agent_id, ciphertext)"
+            " VALUES (%s, 8453, 42, %s)",
+            (org, sealed),
+        )
+    registration = {"services": [{"name": "MCP", "endpoint": mcp_server.url}]}
+    uri = (
+        "data:application/json;base64,"
+        + base64.b64encode(json.dumps(registration).encode()).decode()
+    )
+    event = {"registry": "identity", "event_type": "URIUpdated", "agent_id": 42}
+    insert_events(database_url, [{**event, "chain_id": 8453, "token_uri": uri}])
+    spec = {"agent": "{{ event.agent_id }}", "tool": "notify", "arguments": {"message": "hi"}}
+    action_id = _action(database_url, org, spec, kind="mcp")
+    _run_worker(config, redis_url, action_id)
+    row = _row(database_url, action_id)
+    assert row["status"] == "success", row  # the server refuses any other token (401)
+    assert [call.arguments["message"] for call in mcp_server.calls] == ["hi"]
+    assert AGENT_TOKEN.lower() not in row["whole"].lower()
+
+
+def test_a_tenants_telegram_action_sends_with_its_own_bot_token(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    api = FakeTelegramAPI({BOT_TOKEN})
+    api.start()
+    try:
+        config = write_config(
+            tmp_path,
+            database_url=database_url,
+            redis_url=redis_url,
+            rules=[],
+            extra={"secrets_key": KEY, "telegram": {"api_base_url": api.api_base_url}},
+        )
+        org = _org(database_url, "acme", allow_private=False)
+        _secret(database_url, org, "BOT", BOT_TOKEN)
+        own = {"chat_id": 77, "text": "score {{ event.score }}", "bot_token": {"secret": "BOT"}}
+        borrowed = {"chat_id": 77, "text": "via the operator's bot"}
+        sent = _action(database_url, org, own, kind="telegram")
+        refused = _action(database_url, org, borrowed, kind="telegram")
+        _run_worker(config, redis_url, sent, refused)
+    finally:
+        api.stop()
+    assert [(m.chat_id, m.text) for m in api.messages] == [(77, "score 12")]
+    assert _row(database_url, sent)["status"] == "success"
+    row = _row(database_url, refused)
+    assert row["status"] == "failed" and "bot_token: {secret: NAME}" in row["error"], row
+    assert BOT_TOKEN.split(":")[1].lower() not in _row(database_url, sent)["whole"].lower()
