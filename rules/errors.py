@@ -7,6 +7,7 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
 
     EngineError                      anything the engine reports to a user
     ├── ConfigError                  bad config file or environment (file, line)
+    │   └── SecretsKeyMissing        (engine.tenants.secrets_box) no secrets_key configured
     ├── RuleError                    a rule file mistake (file, line, rule id)
     ├── UnsetVariableError           (rules.envsubst) ${VAR} without default, VAR unset
     │   └── DisallowedVariableError  (rules.envsubst) VAR is not in the config's rules_env
@@ -22,6 +23,10 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     ├── CursorMovedError             (engine.cursor) another engine advanced the cursor:
     │                                the batch rolled back, read the cursor again
     ├── LocalStackError              (devkit.localstack) a private server did not start/stop
+    ├── SecretUnreadable             (engine.tenants.secrets_box) a stored secret does not
+    │                                open with the configured secrets_key
+    ├── OrgError                     (engine.tenants.orgs) an operator's request about
+    │                                organizations or keys that cannot be done as asked
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once
