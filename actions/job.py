@@ -4,7 +4,10 @@
 process that installed a ``JobRunner`` once at start: one event loop, one database
 connection and the executors' clients live across jobs, so a job pays no fork, no
 imports and no new connections.  The job never raises for an action failure: the
-outcome is recorded in ``action_results`` and RQ only sees a finished job.  This
+outcome is recorded in ``action_results`` and RQ only sees a finished job.  A file rule's
+spec is ``${VAR}``-expanded from the worker's environment; an organization's never is: its
+credentials come from its own secrets and its requests follow its own network policy
+(actions.tenant_credentials).  This
 module must never spell SQL (actions.claims does) nor RQ's keys (actions.rq_internals).
 """
 

@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 
 from actions.base import ActionSettings
-from engine.tenants.secrets_box import SecretsBox
 from rules.envsubst import RuleEnvironment, UnsetVariableError, expand_env, variable_names
 from rules.errors import ConfigError
 
@@ -314,6 +313,8 @@ def _secrets_key(read: _Reader) -> str | None:
     """The key, checked now so `engine check` finds a bad one (never quoted: it is secret)."""
     key = read.string("secrets_key") or None
     if key is not None:
+        from engine.tenants.secrets_box import SecretsBox  # cryptography: only when used
+
         try:
             SecretsBox(key)
         except ConfigError as exc:
