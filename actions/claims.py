@@ -63,6 +63,7 @@ class ClaimedAction:
     max_backoff_s: float
     spec: dict[str, Any]
     context: dict[str, Any]
+    org_id: int | None = None  # None: a file rule's, the operator's
 
 
 AsyncConnection = psycopg.AsyncConnection[Any]
@@ -107,6 +108,10 @@ class ActionClaims:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff.max_s)
 
+    async def fetch_one(self, name: str, *params: Any) -> tuple[Any, ...] | None:
+        """One row of another named query on this connection (a tenant's credentials)."""
+        return await self._run(name, *params)
+
     async def claim(
         self, action_id: int, lease_s: float, crash_attempts: int
     ) -> ClaimedAction | None:
@@ -127,6 +132,7 @@ class ActionClaims:
             max_backoff_s=float(row[8]),
             spec=json.loads(row[9]),
             context=json.loads(row[10]),
+            org_id=row[11],
         )
 
     async def finish(

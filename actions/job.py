@@ -4,7 +4,10 @@
 process that installed a ``JobRunner`` once at start: one event loop (in a thread of its
 own), one database connection and the executors' clients live across jobs, so a job pays
 no fork, no imports and no new connections.  The job never raises for an action failure: the
-outcome is recorded in ``action_results`` and RQ only sees a finished job.  This
+outcome is recorded in ``action_results`` and RQ only sees a finished job.  A file rule's
+spec is ``${VAR}``-expanded from the worker's environment; an organization's never is: its
+credentials come from its own secrets and its requests follow its own network policy
+(actions.tenant_credentials).  This
 module must never spell SQL (actions.claims does) nor RQ's keys (actions.rq_internals).
 """
 
@@ -23,8 +26,15 @@ from typing import Any, TypeVar
 from actions.base import ActionRequest, ActionRuntime, Executor
 from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
+from actions.netguard import attempt_network
 from actions.redact import SecretValues, attempt_secrets, current_secrets, spec_credentials
 from actions.rq_internals import take_waiting_actions
+from actions.tenant_credentials import (
+    SealedOpener,
+    TenantCredentials,
+    refuse_secret_refs,
+    tenant_spec,
+)
 from rules import render_action
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
@@ -78,7 +88,9 @@ class JobRunner:
         settings: JobSettings,
         runtime_factory: Callable[[], Awaitable[ActionRuntime]],
         executors: Mapping[str, Executor],
+        opener: SealedOpener,
     ) -> None:
+        """``opener``: opens tenants' sealed secrets (the engine's SecretsBox)."""
         self.settings = settings
         self.executors = executors
         self.loop = asyncio.new_event_loop()
@@ -88,6 +100,7 @@ class JobRunner:
         self._loop_thread.start()
         self.runtime = self._wait_for(runtime_factory())
         self.claims = ActionClaims(settings.dsn, settings.db_backoff)
+        self.credentials = TenantCredentials(self.claims.fetch_one, opener)
         self._free_slots = threading.Semaphore(settings.concurrency)
         self._in_flight: set[Future[str]] = set()
         self._in_flight_lock = threading.Lock()
@@ -160,6 +173,7 @@ class JobRunner:
         # Filled as the spec is expanded and rendered; masks what is recorded and logged.
         secrets = SecretValues()
         secrets_token = attempt_secrets.set(secrets)
+        network_token = attempt_network.set(None)
         started = time.monotonic()
         response: dict[str, Any] | None = None
         retry_in: float | None = None
@@ -167,7 +181,7 @@ class JobRunner:
         limit_s = self.max_timeout_s(claimed.action_type)
         try:
             async with asyncio.timeout(limit_s):
-                request = self._request(claimed, secrets)
+                request = await self._request(claimed, secrets)
                 outcome = await self.executors[claimed.action_type](request, self.runtime)
             status, response = ActionStatus.SUCCESS, outcome.response_data
         except RetryableActionError as exc:
@@ -203,23 +217,27 @@ class JobRunner:
             log_level = logging.INFO if status == ActionStatus.SUCCESS else logging.WARNING
             log.log(log_level, "action %s", status, extra={**extra, "duration_ms": duration_ms})
         finally:
+            attempt_network.reset(network_token)
             attempt_secrets.reset(secrets_token)
         return status.value
 
-    def _request(self, claimed: ClaimedAction, secrets: SecretValues) -> ActionRequest:
+    async def _request(self, claimed: ClaimedAction, secrets: SecretValues) -> ActionRequest:
         if claimed.action_type not in self.executors:
             raise PermanentActionError(f"unknown action type {claimed.action_type!r}")
-        substituted: set[str] = set()
-        try:
-            spec = expand_env(claimed.spec, self.settings.environ, substituted=substituted)
-        except UnsetVariableError as exc:
-            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
-        finally:
-            secrets.update(substituted)
-        try:
-            rendered = render_action(claimed.action_type, spec, claimed.context)
-        except TemplateRenderError as exc:
-            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        if claimed.org_id is None:
+            rendered = self._file_rule_spec(claimed, secrets)
+        else:
+            # The organization's policy, not the config's, for every request of the attempt.
+            attempt_network.set(await self.credentials.network(claimed.org_id))
+            rendered = await tenant_spec(
+                claimed.action_type,
+                claimed.spec,
+                claimed.context,
+                org_id=claimed.org_id,
+                trigger_id=claimed.trigger_id,
+                credentials=self.credentials,
+                secrets=secrets,
+            )
         secrets.update(spec_credentials(rendered))
         return ActionRequest(
             action_id=claimed.id,
@@ -229,6 +247,21 @@ class JobRunner:
             context=claimed.context,
             attempt=claimed.attempt,
         )
+
+    def _file_rule_spec(self, claimed: ClaimedAction, secrets: SecretValues) -> dict[str, Any]:
+        """The operator's rule: ``${VAR}`` from the environment (``rules_env``), rendered."""
+        refuse_secret_refs(claimed.action_type, claimed.spec, claimed.trigger_id)
+        substituted: set[str] = set()
+        try:
+            spec = expand_env(claimed.spec, self.settings.environ, substituted=substituted)
+        except UnsetVariableError as exc:
+            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        finally:
+            secrets.update(substituted)
+        try:
+            return render_action(claimed.action_type, spec, claimed.context)
+        except TemplateRenderError as exc:
+            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
 
     def close(self) -> None:
         """Wait for the actions still running (each ends by its deadline), then close."""

@@ -10,8 +10,10 @@ the Host header and the TLS SNI/certificate check still using the name) is what 
 DNS rebinding: a second resolution between the check and the connect never happens.
 
 This module must never fail open: an address it cannot classify is refused.
-``allow_private=True`` (config ``network.allow_private``) turns the guard off for tests and
-private deployments; nothing else does.
+``allow_private=True`` (config ``network.allow_private``) turns the guard off for file
+rules, for tests and private deployments.  A tenant's attempt sets ``attempt_network``
+instead: its organization's ``allow_private`` column decides, whatever the config says,
+so one organization's rules never reach the operator's private network by default.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import httpx
 
@@ -47,6 +51,19 @@ _GLOBAL_INSIDE_NOT_GLOBAL = frozenset(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+@dataclass(frozen=True)
+class AttemptNetwork:
+    """The network policy of a tenant's attempt: its organization's, not the config's."""
+
+    allow_private: bool
+    org_id: int
+
+
+# Set by the job for a tenant's attempt; None (a file rule's attempt): the config decides.
+# asyncio tasks copy the context, so concurrent attempts of one worker each see their own.
+attempt_network: ContextVar[AttemptNetwork | None] = ContextVar("attempt_network", default=None)
 
 
 class AddressRefused(PermanentActionError):
@@ -111,6 +128,11 @@ class NetworkGuard:
     def __init__(self, *, allow_private: bool) -> None:
         self.allow_private = allow_private
 
+    def private_allowed(self) -> bool:
+        """Whether the attempt running in this context may reach private addresses."""
+        tenant = attempt_network.get()
+        return self.allow_private if tenant is None else tenant.allow_private
+
     async def resolve(self, host: str, port: int) -> IPAddress:
         """The checked address for ``host``; raises AddressRefused naming the bad address."""
         literal = _parse_literal(host)
@@ -120,10 +142,19 @@ class NetworkGuard:
             if reason is not None:
                 shown = host if literal is not None else f"{host} ({address})"
                 raise AddressRefused(
-                    f"network guard refused {shown}: {reason} address {address} "
-                    "(set network.allow_private to allow private addresses)"
+                    f"network guard refused {shown}: {reason} address {address} ({_how_to_allow()})"
                 )
         return addresses[0]
+
+
+def _how_to_allow() -> str:
+    tenant = attempt_network.get()
+    if tenant is None:
+        return "set network.allow_private to allow private addresses"
+    return (
+        f"organization {tenant.org_id} may not reach private addresses; an operator may allow"
+        " it with: engine orgs set NAME allow_private=true"
+    )
 
 
 def _parse_literal(host: str) -> IPAddress | None:
@@ -163,7 +194,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme not in _ALLOWED_SCHEMES:
             raise AddressRefused(f"network guard refused scheme {url.scheme!r}")
-        if self._guard.allow_private:
+        if self._guard.private_allowed():
             return await self._inner.handle_async_request(request)
         port = url.port or (443 if url.scheme == "https" else 80)
         address = await self._guard.resolve(url.host, port)

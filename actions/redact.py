@@ -112,8 +112,9 @@ _CREDENTIAL_HEADER = re.compile(r"auth|token|secret|key|password|cookie|signatur
 
 def spec_credentials(spec: Mapping[str, Any]) -> list[str]:
     """The secrets a rendered action spec holds by its shape: a webhook's signing
-    ``secret``, an MCP ``token``, the values of credential headers."""
-    found = [str(spec[key]) for key in ("secret", "token") if spec.get(key)]
+    ``secret``, an MCP ``token``, a telegram ``bot_token``, the values of credential
+    headers."""
+    found = [str(spec[key]) for key in ("secret", "token", "bot_token") if spec.get(key)]
     headers = spec.get("headers")
     if isinstance(headers, Mapping):
         found += [str(v) for k, v in headers.items() if _CREDENTIAL_HEADER.search(str(k))]

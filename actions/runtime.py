@@ -63,6 +63,8 @@ class ExecutorResources(Protocol):
 
     async def telegram_bot(self, name: str) -> tuple[telegram.Bot, str]: ...
 
+    async def telegram_bot_for_token(self, token: str) -> telegram.Bot: ...
+
 
 def resources_of(runtime: ActionRuntime) -> ExecutorResources:
     """The executor resources of ``runtime`` (a ``WorkerRuntime`` in production)."""
@@ -153,6 +155,10 @@ class WorkerRuntime:
         token = self.settings.telegram_bots.get(name)
         if not token:
             raise PermanentActionError(f"no telegram bot named {name!r} in telegram.bots")
+        return await self.telegram_bot_for_token(token), token
+
+    async def telegram_bot_for_token(self, token: str) -> telegram.Bot:
+        """The initialised bot of ``token`` (an action's own ``bot_token``, or a configured one)."""
         async with self._bot_lock:
             bot = self._bots.get(token)
             if bot is None:
@@ -165,7 +171,7 @@ class WorkerRuntime:
                 # job tries again.  Its errors are redacted by the telegram executor.
                 await bot.initialize()
                 self._bots[token] = bot
-        return bot, token
+        return bot
 
     async def aclose(self) -> None:
         """Close every client; the runtime is unusable afterwards."""

@@ -1,7 +1,8 @@
 """The ``telegram`` action: send a message with python-telegram-bot (a ``Bot``, no Application).
 
 Spec (rendered): ``chat_id``, ``text``, ``parse_mode`` ("HTML" default, "MarkdownV2",
-"none"), ``bot`` (a name under ``telegram.bots``, default "default"), ``disable_preview``.
+"none"), ``bot`` (a name under ``telegram.bots``, default "default") or ``bot_token`` (the
+action's own bot: a tenant's ``{secret: NAME}``, resolved by the job), ``disable_preview``.
 The template layer has already escaped inserted values for the parse mode; this module
 sends the text as it is, split into several messages when it is too long
 (``actions.telegram_text``).
@@ -185,11 +186,15 @@ async def execute_telegram(request: ActionRequest, runtime: ActionRuntime) -> Ac
         raise PermanentActionError("telegram.text is empty")
     chat_id = chat_id_of(spec.get("chat_id"))
     parse_mode = parse_mode_of(spec.get("parse_mode"))
+    own_token = spec.get("bot_token")
     bot_name = str(spec.get("bot") or "default")
-    token = resources.settings.telegram_bots.get(bot_name, "")
+    token = str(own_token) if own_token else resources.settings.telegram_bots.get(bot_name, "")
     delivery: _Delivery | None = None
     try:
-        bot, token = await resources.telegram_bot(bot_name)
+        if own_token:
+            bot = await resources.telegram_bot_for_token(token)
+        else:
+            bot, token = await resources.telegram_bot(bot_name)
         delivery = _Delivery(
             bot=bot,
             bot_name=bot_key(token),

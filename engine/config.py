@@ -35,6 +35,8 @@ TOP_LEVEL_KEYS = (
     "retention",
     "rules_env",
     "api",
+    "tenants",
+    "secrets_key",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -141,6 +143,14 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class TenantSettings:
+    """``tenants:`` section: what an organization gets when its own column is NULL."""
+
+    max_rules: int = 1000  # rules one organization may store
+    max_firings_per_minute: int = 600  # firings one organization's rules may queue a minute
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -152,6 +162,10 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
+    tenants: TenantSettings = field(default_factory=TenantSettings)
+    # Urlsafe base64 of 32 bytes sealing tenants' secrets; None: secrets cannot be stored
+    # nor used (engine.tenants.secrets_box says so when asked).
+    secrets_key: str | None = None
     config_variables: frozenset[str] = frozenset()  # the ${VAR}s of the config file itself
     source: str | None = None  # the config file, when there is one
 
@@ -211,7 +225,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(f"ENGINE_{key.upper()}")
         if raw is None:
             continue
-        found[key] = raw if key.endswith("_url") else yaml.safe_load(raw)
+        # URLs and keys are taken as written: YAML would read some of them as numbers.
+        found[key] = raw if key.endswith(("_url", "_key")) else yaml.safe_load(raw)
     return found
 
 
@@ -333,6 +348,23 @@ def _rules_env(read: _Reader) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _secrets_key(read: _Reader) -> str | None:
+    """The key, checked now so `engine check` finds a bad one (never quoted: it is secret)."""
+    key = read.string("secrets_key") or None
+    if key is not None:
+        from engine.tenants.secrets_box import SecretsBox  # cryptography: only when used
+
+        try:
+            SecretsBox(key)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"secrets_key: {exc.message}",
+                file=read.source,
+                line=_nearest_line(read.lines, ("secrets_key",)),
+            ) from None
+    return key
+
+
 def _build(
     doc: Mapping[str, Any],
     source: str | None,
@@ -398,6 +430,8 @@ def _build(
         retention=read.section(RetentionSettings, "retention"),
         api=read.section(ApiSettings, "api"),
         rules_env=_rules_env(read),
+        tenants=read.section(TenantSettings, "tenants"),
+        secrets_key=_secrets_key(read),
         config_variables=config_variables,
         source=source,
     )

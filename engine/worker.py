@@ -21,11 +21,48 @@ from rq import Queue, SimpleWorker
 from actions.base import ActionRuntime
 from actions.claims import ReconnectBackoff
 from actions.directory import PostgresAgentDirectory
+from actions.errors import PermanentActionError, RetryableActionError
 from actions.job import JobRunner, JobSettings, install_runner
 from actions.redact import install_secret_log_filter
 from engine.config import Settings
+from engine.tenants.secrets_box import (
+    SecretsBox,
+    SecretsKeyMissing,
+    SecretUnreadable,
+    agent_token_aad,
+    secret_aad,
+)
 
 log = logging.getLogger(__name__)
+
+
+class BoxOpener:
+    """Opens tenants' sealed secrets for the job (actions.tenant_credentials.SealedOpener),
+    saying what went wrong in the terms of an action's outcome."""
+
+    def __init__(self, box: SecretsBox) -> None:
+        self.box = box
+
+    def _open(self, sealed: bytes, aad: str, what: str) -> str:
+        try:
+            return self.box.open(sealed, aad)
+        except SecretsKeyMissing as exc:
+            # The operator can fix the worker's config; the action waits for it.
+            raise RetryableActionError(
+                f"{what} cannot be opened: this worker has no secrets_key in its config"
+            ) from exc
+        except SecretUnreadable as exc:
+            raise PermanentActionError(
+                f"{what} does not open with this worker's secrets_key (was the key changed?"
+                " store the secret again)"
+            ) from exc
+
+    def open_secret(self, org_id: int, name: str, sealed: bytes) -> str:
+        return self._open(sealed, secret_aad(org_id, name), f"secret {name!r}")
+
+    def open_agent_token(self, org_id: int, chain_id: int, agent_id: int, sealed: bytes) -> str:
+        what = f"the token of agent {agent_id} on chain {chain_id}"
+        return self._open(sealed, agent_token_aad(org_id, chain_id, agent_id), what)
 
 
 def build_runner(settings: Settings) -> JobRunner:
@@ -56,7 +93,8 @@ def build_runner(settings: Settings) -> JobRunner:
         max_timeouts_s=tun.max_action_timeouts_s,
         batch_wait_s=tun.batch_wait_s,
     )
-    return JobRunner(job_settings, make_runtime, EXECUTORS)
+    opener = BoxOpener(SecretsBox(settings.secrets_key))
+    return JobRunner(job_settings, make_runtime, EXECUTORS, opener)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:

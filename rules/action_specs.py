@@ -3,11 +3,18 @@
 The checks here are the ones that need no template engine: keys, types, URLs, parse
 modes, retry policy, bot names.  Template syntax and names are checked by
 rules.template_check on the same actions.
+
+Credentials (a rest header value or signing ``secret``, a telegram ``bot_token``, an mcp
+``token``) may be written ``{secret: NAME}`` (optionally with ``prefix: "Bearer "``): a
+secret of the rule's organization, resolved by the worker at each attempt and never
+rendered as a template.  The compiler accepts the form in every rule: only the worker
+knows whose the rule is, and a file rule's worker refuses it (file rules use ``${VAR}``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,7 +27,7 @@ from rules.yaml_source import Path
 KINDS: Final = ("telegram", "rest", "mcp")
 COMMON_KEYS: Final = ("name", "retry")
 KIND_KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "telegram": ("chat_id", "text", "parse_mode", "bot", "disable_preview"),
+    "telegram": ("chat_id", "text", "parse_mode", "bot", "bot_token", "disable_preview"),
     "rest": ("url", "method", "headers", "body", "timeout", "secret", "expect_status"),
     "mcp": ("url", "agent", "tool", "arguments", "token", "verify_file_hash", "timeout"),
 }
@@ -33,6 +40,46 @@ PARSE_MODES: Final = ("HTML", "MarkdownV2", "none")
 METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_ATTEMPTS: Final = 100
 DEFAULT_BOT: Final = "default"
+#: The credential places of each kind that take ``{secret: NAME}``; rest headers too.
+SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "telegram": ("bot_token",),
+    "rest": ("secret",),
+    "mcp": ("token",),
+}
+SECRET_REF_KEYS: Final = ("secret", "prefix")
+# The CHECK of secrets.name (sql/004), so a rule cannot name a secret that cannot exist.
+SECRET_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
+def is_secret_ref(value: Any) -> bool:
+    """Whether ``value`` is written as ``{secret: NAME}`` (checked or not)."""
+    return isinstance(value, Mapping) and "secret" in value
+
+
+def secret_refs(kind: str, spec: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Each ``{secret: …}`` of an action's settings with its place: ``("secret",)``,
+    ``("headers", "Authorization")``."""
+    for key in SECRET_FIELDS.get(kind, ()):
+        if is_secret_ref(spec.get(key)):
+            yield (key,), spec[key]
+    headers = spec.get("headers") if kind == "rest" else None
+    if isinstance(headers, Mapping):
+        for name, value in headers.items():
+            if is_secret_ref(value):
+                yield ("headers", str(name)), value
+
+
+def _check_secret_ref(value: Mapping[str, Any], sink: Problems, path: Path) -> None:
+    check_keys(value, SECRET_REF_KEYS, sink, path)
+    name = value.get("secret")
+    if not isinstance(name, str) or not SECRET_NAME.match(name):
+        sink.at(
+            (*path, "secret"),
+            "must name a secret: a letter or '_', then letters, digits, '_', '.' or '-'"
+            f" (got {shown(name)})",
+        )
+    if "prefix" in value and not isinstance(value["prefix"], str):
+        sink.at((*path, "prefix"), f"must be a string (got {shown(value['prefix'])})")
 
 
 def compile_actions(
@@ -112,8 +159,10 @@ def _check_kind(
     bot_names: Collection[str] | None,
 ) -> None:
     check_keys(body, KIND_KEYS[kind], sink, path, required=REQUIRED[kind])
-    for key in ("text", "tool", "secret", "token", "agent"):
-        if key in body and not isinstance(body[key], str):
+    for place, ref in secret_refs(kind, body):
+        _check_secret_ref(ref, sink, (*path, *place))
+    for key in ("text", "tool", "secret", "token", "agent", "bot_token"):
+        if key in body and not isinstance(body[key], str) and not is_secret_ref(body[key]):
             sink.at((*path, key), f"must be a string (got {shown(body[key])})")
     if "chat_id" in body and (
         isinstance(body["chat_id"], bool) or not isinstance(body["chat_id"], str | int)
@@ -126,25 +175,35 @@ def _check_kind(
     if kind == "mcp" and "url" not in body and "agent" not in body:
         sink.at(path, "needs 'url' or 'agent'")
     if kind == "telegram":
-        mode = body.get("parse_mode", "HTML")
-        if mode not in PARSE_MODES:
-            sink.at(
-                (*path, "parse_mode"),
-                f"must be one of {', '.join(PARSE_MODES)} (got {shown(mode)})",
-            )
-        bot = body.get("bot", DEFAULT_BOT)
-        if not isinstance(bot, str):
-            sink.at((*path, "bot"), f"must be a string (got {shown(bot)})")
-        elif bot_names is not None and bot not in bot_names:
-            known = ", ".join(sorted(bot_names)) or "none"
-            sink.at(
-                (*path, "bot"),
-                f"'{bot}' is not a bot under telegram.bots in the config (known: {known})",
-            )
+        _check_telegram(body, sink, path, bot_names)
     for key in ("disable_preview", "verify_file_hash"):
         if key in body and not isinstance(body[key], bool):
             sink.at((*path, key), f"must be true or false (got {shown(body[key])})")
     _check_rest_extras(body, sink, path)
+
+
+def _check_telegram(
+    body: Mapping[str, Any], sink: Problems, path: Path, bot_names: Collection[str] | None
+) -> None:
+    mode = body.get("parse_mode", "HTML")
+    if mode not in PARSE_MODES:
+        sink.at(
+            (*path, "parse_mode"),
+            f"must be one of {', '.join(PARSE_MODES)} (got {shown(mode)})",
+        )
+    if "bot" in body and "bot_token" in body:
+        sink.at(path, "has both bot and bot_token: name a configured bot, or give a token")
+    bot = body.get("bot", DEFAULT_BOT)
+    if "bot_token" in body:
+        return  # the action brings its own bot: no configured bot is needed
+    if not isinstance(bot, str):
+        sink.at((*path, "bot"), f"must be a string (got {shown(bot)})")
+    elif bot_names is not None and bot not in bot_names:
+        known = ", ".join(sorted(bot_names)) or "none"
+        sink.at(
+            (*path, "bot"),
+            f"'{bot}' is not a bot under telegram.bots in the config (known: {known})",
+        )
 
 
 def _check_rest_extras(body: Mapping[str, Any], sink: Problems, path: Path) -> None:
@@ -152,8 +211,13 @@ def _check_rest_extras(body: Mapping[str, Any], sink: Problems, path: Path) -> N
     if method not in METHODS:
         sink.at((*path, "method"), f"must be one of {', '.join(METHODS)} (got {shown(method)})")
     headers = body.get("headers", {})
-    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
-        sink.at((*path, "headers"), "must be a mapping of header name to string value")
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(v, str) or is_secret_ref(v) for v in headers.values()
+    ):
+        sink.at(
+            (*path, "headers"),
+            "must be a mapping of header name to string value (or {secret: NAME})",
+        )
     if "arguments" in body and not isinstance(body["arguments"], Mapping):
         sink.at((*path, "arguments"), f"must be a mapping (got {shown(body['arguments'])})")
     if "timeout" in body:

@@ -28,6 +28,8 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     ├── LocalStackError              (devkit.localstack) a private server did not start/stop
     ├── ApiError                     (engine.api.errors) a request `engine api` refuses:
     │                                its HTTP status and message
+    ├── OrgError                     (engine.tenants.orgs) an operator's request about
+    │                                organizations or keys that cannot be done as asked
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once

@@ -179,7 +179,8 @@ UPDATE action_results
         OR (status = 'running' AND lease_expires_at < now()
             AND attempts < max_attempts + $3))
 RETURNING trigger_id, event_id, action_index, action_type, action_name, attempts,
-          max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context;
+          max_attempts, backoff_s, max_backoff_s, spec::text AS spec, context::text AS context,
+          org_id;
 
 -- name: finish_action
 -- Fenced by the attempt number: a worker whose lease expired and whose row was taken
@@ -565,3 +566,59 @@ SELECT EXISTS (SELECT 1 FROM trigger_changes WHERE seq > $1);
 
 -- name: org_firing_quotas
 SELECT id, max_firings_per_minute FROM organizations;
+
+-- name: org_create
+-- The CLI's (the tables' owner) organization and key queries: engine/tenants/orgs.py.
+INSERT INTO organizations (name) VALUES ($1)
+ON CONFLICT (name) DO NOTHING
+RETURNING id;
+
+-- name: org_id_by_name
+SELECT id FROM organizations WHERE name = $1;
+
+-- name: org_list
+SELECT o.id, o.name, o.max_rules, o.max_firings_per_minute, o.allow_private, o.created_at,
+       (SELECT count(*) FROM triggers t WHERE t.org_id = o.id),
+       (SELECT count(*) FROM api_keys k WHERE k.org_id = o.id AND k.revoked_at IS NULL)
+  FROM organizations o
+ ORDER BY o.name;
+
+-- name: org_set
+-- $2/$4: whether max_rules/max_firings_per_minute change ($3/$5 NULL: back to the
+-- config default); $6 NULL keeps allow_private.
+UPDATE organizations
+   SET max_rules = CASE WHEN $2::boolean THEN $3::integer ELSE max_rules END,
+       max_firings_per_minute =
+           CASE WHEN $4::boolean THEN $5::integer ELSE max_firings_per_minute END,
+       allow_private = coalesce($6::boolean, allow_private)
+ WHERE name = $1
+RETURNING id;
+
+-- name: key_create
+INSERT INTO api_keys (org_id, role, name, lookup, hash) VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: key_list
+SELECT id, role, name, created_at, last_used_at, revoked_at
+  FROM api_keys
+ WHERE org_id = $1
+ ORDER BY id;
+
+-- name: key_revoke
+-- The first revocation's time is kept: revoking twice changes nothing.
+UPDATE api_keys k
+   SET revoked_at = coalesce(k.revoked_at, now())
+  FROM organizations o
+ WHERE k.id = $1 AND o.id = k.org_id
+RETURNING k.id, o.name, k.role, k.name, k.revoked_at, k.revoked_at = now();
+
+-- name: org_secret_sealed
+-- A worker (the tables' owner, not subject to row-level security) reads a tenant
+-- action's secrets: the organization is always named, never implied.
+SELECT ciphertext FROM secrets WHERE org_id = $1 AND name = $2;
+
+-- name: org_agent_token_sealed
+SELECT ciphertext FROM agent_tokens WHERE org_id = $1 AND chain_id = $2 AND agent_id = $3;
+
+-- name: org_allow_private
+SELECT allow_private FROM organizations WHERE id = $1;
