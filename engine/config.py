@@ -35,6 +35,7 @@ TOP_LEVEL_KEYS = (
     "retention",
     "rules_env",
     "api",
+    "secrets_key",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -138,6 +139,11 @@ class ApiSettings:
     db_pool_min_size: int = 1  # connections each `engine api` process keeps open
     db_pool_max_size: int = 10  # requests served at once per process, one connection each
     db_connect_timeout_s: float = 10.0  # opening a connection, and waiting for a free one
+    # A backtest through the API reads at most this many events (the oldest of its range)
+    # and stops reading and evaluating after backtest_timeout_s; its answer says so.
+    backtest_max_events: int = 100_000
+    backtest_timeout_s: float = 10.0
+    backtest_max_firings: int = 1000  # firings one backtest answer lists at most
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,9 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
+    # urlsafe base64 of 32 random bytes: tenant secrets are encrypted under it (None: tenants
+    # cannot store secrets)
+    secrets_key: str | None = None
     config_variables: frozenset[str] = frozenset()  # the ${VAR}s of the config file itself
     source: str | None = None  # the config file, when there is one
 
@@ -211,7 +220,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(f"ENGINE_{key.upper()}")
         if raw is None:
             continue
-        found[key] = raw if key.endswith("_url") else yaml.safe_load(raw)
+        # URLs and keys are text as they are; YAML could read a key as something else.
+        verbatim = key.endswith("_url") or key == "secrets_key"
+        found[key] = raw if verbatim else yaml.safe_load(raw)
     return found
 
 
@@ -398,6 +409,7 @@ def _build(
         retention=read.section(RetentionSettings, "retention"),
         api=read.section(ApiSettings, "api"),
         rules_env=_rules_env(read),
+        secrets_key=read.string("secrets_key") or None,
         config_variables=config_variables,
         source=source,
     )
