@@ -85,7 +85,8 @@ _DESCRIPTIONS = {
     413: "The request body is larger than `api.max_body_bytes`",
     415: "The request body's content type is not accepted here",
     422: "The request or the rule in it is invalid: `errors` says where and why",
-    503: "The database is unavailable; try again",
+    503: "The database is unavailable; try again (storing a secret: no `secrets_key` is"
+    " configured on the server)",
 }
 
 
