@@ -55,7 +55,7 @@ def follow_document(wanted: FollowRequest) -> dict[str, Any]:
 async def follow(wanted: FollowRequest, request: Request, response: Response) -> dict[str, Any]:
     """Fire `actions` on every event of agent `agent_id` on chain `chain_id` (201 created;
     200 when the agent was followed already: its rule is replaced).  A mistake in the
-    actions answers 422 with its path (`actions.0.rest.url`), as PUT /v1/rules does."""
+    actions answers 422 with its path (`actions[0].rest`), as PUT /v1/rules does."""
     document = follow_document(wanted)
     async with tenant_transaction(request, Role.EDITOR, "change rules") as tx:
         rule = compile_tenant_document(document, document["id"])

@@ -34,9 +34,7 @@ def keyed_api(
     """An `engine api` with a secrets_key configured, on a database of its own."""
     name = f"api_{uuid.uuid4().hex}"
     dsn = pg_server.create_database(name, template=template_database)
-    running = start_api(
-        tmp_path_factory.mktemp("api"), dsn, top_level={"secrets_key": secrets_key}
-    )
+    running = start_api(tmp_path_factory.mktemp("api"), dsn, top_level={"secrets_key": secrets_key})
     try:
         yield running
     finally:
