@@ -117,8 +117,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, f"invalid request: {summary}", items)
 
 
+# FastAPI's answer to a JSON body it cannot even decode (not UTF-8): a malformed body,
+# which this API answers 422 like any other.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        message = "malformed JSON: the body is not UTF-8 JSON text"
+        return problem_response(
+            422, f"invalid request: {message}", [ErrorItem(path="body", line=None, message=message)]
+        )
     return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 

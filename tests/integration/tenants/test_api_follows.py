@@ -127,5 +127,10 @@ def test_a_follow_counts_in_the_quota_and_its_mistakes_are_422(api: Api) -> None
         {"chain_id": 1, "agent_id": 1, "actions": ACTIONS, "where": {}},
     ):
         assert api.call("POST", "/v1/follows", org.editor, json=body).status_code == 422, body
+    not_utf8 = api.call(
+        "POST", "/v1/follows", org.editor, body=b"\xff\xfe{", content_type="application/json"
+    )
+    assert not_utf8.status_code == 422, not_utf8.text
+    assert "malformed JSON" in not_utf8.json()["message"]
     assert _follow(api, org.viewer, agent_id=3).status_code == 403
     assert query_value(api.dsn, "SELECT count(*) FROM triggers WHERE org_id = $1", org.id) == 1
