@@ -1,5 +1,8 @@
 """``engine rules backtest``: the rules of one file over stored events, with fresh state.
 
+``Backtest`` is the reusable part (the API's backtest of a stored rule uses it too): rules
+fed stored events in order, chunk by chunk, from fresh state held in memory.
+
 Reads events in the live cursor's order and evaluates them with the same pure code as
 ``engine run``, so the firings it prints are the ones the live engine would have
 produced.  It sends nothing and writes nothing.
@@ -17,7 +20,8 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import psycopg
@@ -26,7 +30,15 @@ from psycopg.rows import dict_row
 import sql
 from engine.config import Settings
 from engine.event_rows import events_from_rows
-from rules import Firing, RuleIndex, evaluate_stream, event_time, load_rules, render_action
+from rules import (
+    Firing,
+    Rule,
+    RuleIndex,
+    evaluate_stream,
+    event_time,
+    load_rules,
+    render_action,
+)
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import EngineError, TemplateRenderError
@@ -97,6 +109,40 @@ class StoredClock:
         return ceiling
 
 
+@dataclass
+class Backtest:
+    """``rules`` over stored events fed in the live cursor's order, from fresh state.
+
+    Events may come in several chunks (``feed`` once per chunk): state, counts and event
+    indexes carry on from one chunk to the next, so the result is that of one stream.
+    """
+
+    rules: Sequence[Rule]
+    clock: StoredClock
+    states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    events: int = 0
+    fired: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._index = RuleIndex(list(self.rules))
+
+    def feed(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Firing]:
+        """The firings (and throttled firings) of the next events, counted as they go."""
+        offset = self.events
+        for firing in evaluate_stream(
+            self._index, self._counted(events), self.states, trusted_until=self.clock.trusted_until
+        ):
+            counter = self.suppressed if firing.step.suppressed else self.fired
+            counter[firing.rule.id] += 1
+            yield replace(firing, event_index=offset + firing.event_index) if offset else firing
+
+    def _counted(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for event in events:
+            self.events += 1
+            yield event
+
+
 def _events(conn: sql.Connection, since: int, until: int) -> Iterator[dict[str, Any]]:
     with (
         conn.transaction(),
@@ -143,21 +189,16 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
     now = time.time()
     since = parse_time(args.since, now=now)
     until = parse_time(args.until, now=now) if args.until else int(now) + 1
-    fired: Counter[str] = Counter()
-    suppressed: Counter[str] = Counter()
     with sql.connect(settings.database_url, autocommit=False) as conn:
         row = sql.fetch_one(conn, "backtest_count", since, until)
         total = int(row[0]) if row else 0
         progress = Progress(total, sys.stderr)
         events = (progress.tick(e) for e in _events(conn, since, until))
         clock = StoredClock(settings.engine.max_event_future_skew_s, now)
-        firings = evaluate_stream(RuleIndex(rules), events, {}, trusted_until=clock.trusted_until)
-        for firing in firings:
-            if firing.step.suppressed:
-                suppressed[firing.rule.id] += 1
-                continue
-            fired[firing.rule.id] += 1
-            _print_firing(firing, environ)
+        backtest = Backtest(rules, clock)
+        for firing in backtest.feed(events):
+            if not firing.step.suppressed:
+                _print_firing(firing, environ)
         progress.close()
     print(f"\n{total} event(s) from {_when(since)} to {_when(until)}")
     if clock.ahead:
@@ -166,7 +207,8 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
             f" ({clock.skew_s}s) after they were stored: evaluated, no time-based state advanced"
         )
     for rule in rules:
-        print(f"  {rule.id}: {fired[rule.id]} firing(s), {suppressed[rule.id]} suppressed")
+        fired, suppressed = backtest.fired[rule.id], backtest.suppressed[rule.id]
+        print(f"  {rule.id}: {fired} firing(s), {suppressed} suppressed")
     return 0
 
 

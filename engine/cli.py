@@ -169,6 +169,16 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     return run_backtest(settings_of(args), args)
 
 
+def cmd_rules_push(args: argparse.Namespace) -> int:
+    from engine.rules_push import push_rules
+
+    key = args.key or os.environ.get("ENGINE_API_KEY")
+    if not key:
+        raise EngineError("pass the organization's API key: --key KEY, or $ENGINE_API_KEY")
+    push_rules(args.directory, url=args.api, key=key, dry_run=args.dry_run, prune=args.prune)
+    return 0
+
+
 def cmd_rules_reset_state(args: argparse.Namespace) -> int:
     from engine.state_reset import parse_group, reset_state
 
@@ -255,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--since", default="7d")
     backtest.add_argument("--until")
     backtest.add_argument("--rule")
+    push = rules_sub.add_parser(
+        "push",
+        help="make an organization's rules (through the API) equal to a directory of rule files",
+        description="Compile every rule file of DIR as the API does, list the organization's "
+        "rules, print the plan (create / update / delete / unchanged) and apply it.",
+    )
+    push.set_defaults(func=cmd_rules_push)
+    push.add_argument("directory", metavar="DIR")
+    push.add_argument("--api", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080")
+    push.add_argument("--key", help="an editor key of the organization (default: $ENGINE_API_KEY)")
+    push.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    push.add_argument(
+        "--prune", action="store_true", help="also delete the organization's rules not in DIR"
+    )
     reset = rules_sub.add_parser(
         "reset-state",
         help="forget a rule's stored state (all groups, or those matching --group)",

@@ -140,6 +140,11 @@ class ApiSettings:
     db_pool_min_size: int = 1  # connections each `engine api` process keeps open
     db_pool_max_size: int = 10  # requests served at once per process, one connection each
     db_connect_timeout_s: float = 10.0  # opening a connection, and waiting for a free one
+    # A backtest through the API reads at most this many events (the oldest of its range)
+    # and stops reading and evaluating after backtest_timeout_s; its answer says so.
+    backtest_max_events: int = 100_000
+    backtest_timeout_s: float = 10.0
+    backtest_max_firings: int = 1000  # firings one backtest answer lists at most
 
 
 @dataclass(frozen=True)

@@ -622,3 +622,55 @@ SELECT ciphertext FROM agent_tokens WHERE org_id = $1 AND chain_id = $2 AND agen
 
 -- name: org_allow_private
 SELECT allow_private FROM organizations WHERE id = $1;
+
+-- name: api_secret_upsert
+-- `created`: whether the row is new (xmax is 0 only for a row this statement inserted).
+INSERT INTO secrets AS s (org_id, name, ciphertext)
+VALUES ($1, $2, $3)
+ON CONFLICT (org_id, name) DO UPDATE SET ciphertext = EXCLUDED.ciphertext, updated_at = now()
+RETURNING s.name, s.created_at, s.updated_at, (s.xmax = 0) AS created;
+
+-- name: api_secrets_list
+SELECT name, created_at, updated_at FROM secrets WHERE org_id = $1 ORDER BY name;
+
+-- name: api_secret_delete
+DELETE FROM secrets WHERE org_id = $1 AND name = $2 RETURNING name;
+
+-- name: api_agent_token_upsert
+INSERT INTO agent_tokens AS t (org_id, chain_id, agent_id, ciphertext)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (org_id, chain_id, agent_id)
+DO UPDATE SET ciphertext = EXCLUDED.ciphertext, updated_at = now()
+RETURNING t.chain_id, t.agent_id, t.updated_at, (t.xmax = 0) AS created;
+
+-- name: api_agent_tokens_list
+SELECT chain_id, agent_id, updated_at FROM agent_tokens WHERE org_id = $1
+ ORDER BY chain_id, agent_id;
+
+-- name: api_agent_token_delete
+DELETE FROM agent_tokens WHERE org_id = $1 AND chain_id = $2 AND agent_id = $3
+RETURNING agent_id;
+
+-- name: api_follows_page
+-- One organization's follows (rules with the ids POST /v1/follows gives), by rule id.
+SELECT rule_id, document::text AS document, version, created_at, updated_at
+  FROM triggers
+ WHERE org_id = $1 AND rule_id ~ '^follow-[0-9]+-[0-9]+$'
+   AND ($2::text IS NULL OR rule_id > $2)
+ ORDER BY rule_id
+ LIMIT $3;
+
+-- name: api_backtest_events
+-- backtest_events for the API: the oldest $3 events of the range at most.
+SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
+       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
+       validator_address, request_hash, response, response_uri, response_hash, tag,
+       created_at, value, value_decimals, endpoint, request_uri
+  FROM events
+ WHERE "timestamp" >= $1 AND "timestamp" < $2
+ ORDER BY txid, seq
+ LIMIT $3;
+
+-- name: api_statement_timeout
+SELECT set_config('statement_timeout', $1, true);

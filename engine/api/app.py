@@ -15,11 +15,20 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from engine.api import routes_actions, routes_events, routes_keys, routes_rules
+from engine.api import (
+    routes_actions,
+    routes_events,
+    routes_follows,
+    routes_keys,
+    routes_rule_tests,
+    routes_rules,
+    routes_secrets,
+)
 from engine.api.db import open_pool
 from engine.api.errors import install_error_handlers, problem_response
 from engine.api.models import Health
 from engine.config import Settings
+from engine.tenants.secrets_box import SecretsBox
 from rules.errors import ConfigError
 
 Scope = MutableMapping[str, Any]
@@ -109,8 +118,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = None
+    # A malformed secrets_key stops the process here, before it serves anything.
+    app.state.secrets_box = SecretsBox(settings.secrets_key)
     install_error_handlers(app)
-    for module in (routes_rules, routes_actions, routes_events, routes_keys):
+    for module in (
+        routes_rules,
+        routes_rule_tests,
+        routes_follows,
+        routes_secrets,
+        routes_actions,
+        routes_events,
+        routes_keys,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", summary="Liveness", response_model=Health, tags=["health"])

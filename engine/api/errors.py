@@ -85,7 +85,8 @@ _DESCRIPTIONS = {
     413: "The request body is larger than `api.max_body_bytes`",
     415: "The request body's content type is not accepted here",
     422: "The request or the rule in it is invalid: `errors` says where and why",
-    503: "The database is unavailable; try again",
+    503: "The database is unavailable; try again (storing a secret: no `secrets_key` is"
+    " configured on the server)",
 }
 
 
@@ -116,8 +117,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, f"invalid request: {summary}", items)
 
 
+# FastAPI's answer to a JSON body it cannot even decode (not UTF-8): a malformed body,
+# which this API answers 422 like any other.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        message = "malformed JSON: the body is not UTF-8 JSON text"
+        return problem_response(
+            422, f"invalid request: {message}", [ErrorItem(path="body", line=None, message=message)]
+        )
     return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 

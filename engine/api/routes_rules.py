@@ -78,14 +78,23 @@ async def _check_quota(tx: TenantTx, default: int) -> None:
 
 
 @dataclass(frozen=True)
-class _Written:
+class WrittenRule:
     row: asyncpg.Record
     state: str  # new | kept | reset
     created: bool
     changed: bool
 
+    def answer(self) -> dict[str, Any]:
+        """The RuleWritten body."""
+        return {
+            **stored(self.row),
+            "created": self.created,
+            "changed": self.changed,
+            "state": self.state,
+        }
 
-async def _write(tx: TenantTx, rule: Rule, default_max: int) -> _Written:
+
+async def write_rule(tx: TenantTx, rule: Rule, default_max: int) -> WrittenRule:
     """Insert or replace ``rule``; a rule equal to the stored one is left as it is."""
     tid = trigger_id(tx.org_id, rule.id)
     known = await tx.conn.fetchrow(query("api_rule_hashes"), tid)
@@ -103,10 +112,10 @@ async def _write(tx: TenantTx, rule: Rule, default_max: int) -> _Written:
             rule.content_hash,
             rule.logic_hash,
         )
-        return _Written(row, "new", created=True, changed=True)
+        return WrittenRule(row, "new", created=True, changed=True)
     if known["content_hash"] == rule.content_hash:
         row = await tx.conn.fetchrow(query("api_rule_get"), tid)
-        return _Written(row, "kept", created=False, changed=False)
+        return WrittenRule(row, "kept", created=False, changed=False)
     state = "kept"
     if known["logic_hash"] != rule.logic_hash:
         await tx.conn.execute(query("api_rule_reset_state"), tid)
@@ -121,7 +130,26 @@ async def _write(tx: TenantTx, rule: Rule, default_max: int) -> _Written:
         rule.content_hash,
         rule.logic_hash,
     )
-    return _Written(row, state, created=False, changed=True)
+    return WrittenRule(row, state, created=False, changed=True)
+
+
+async def remove_rule(tx: TenantTx, rule_id: str) -> bool:
+    """Delete the rule and its state; whether it existed."""
+    tid = trigger_id(tx.org_id, rule_id)
+    gone = await tx.conn.fetchval(query("api_rule_delete"), tid)
+    if gone is not None:
+        await tx.conn.execute(query("api_rule_reset_state"), tid)
+    return gone is not None
+
+
+async def stored_rule(tx: TenantTx, rule_id: str) -> asyncpg.Record | None:
+    """The stored row of ``rule_id`` (None when the organization has no such rule)."""
+    if not ID_PATTERN.match(rule_id):
+        return None
+    row: asyncpg.Record | None = await tx.conn.fetchrow(
+        query("api_rule_get"), trigger_id(tx.org_id, rule_id)
+    )
+    return row
 
 
 @router.put(
@@ -146,14 +174,9 @@ async def put_rule(rule_id: str, request: Request, response: Response) -> dict[s
     async with tenant_transaction(request, Role.EDITOR, "change rules") as tx:
         body = await request.body()
         rule = compile_tenant_rule(body, request.headers.get("content-type"), rule_id)
-        written = await _write(tx, rule, max_rules_default(request))
+        written = await write_rule(tx, rule, max_rules_default(request))
     response.status_code = 201 if written.created else 200
-    return {
-        **stored(written.row),
-        "created": written.created,
-        "changed": written.changed,
-        "state": written.state,
-    }
+    return written.answer()
 
 
 @router.get(
@@ -182,9 +205,7 @@ async def list_rules(
 )
 async def get_rule(rule_id: str, request: Request) -> dict[str, Any]:
     async with tenant_transaction(request, Role.VIEWER, "read rules") as tx:
-        row = None
-        if ID_PATTERN.match(rule_id):
-            row = await tx.conn.fetchrow(query("api_rule_get"), trigger_id(tx.org_id, rule_id))
+        row = await stored_rule(tx, rule_id)
     if row is None:
         raise not_found(f"rule {rule_id!r}")
     return stored(row)
@@ -200,10 +221,7 @@ async def get_rule(rule_id: str, request: Request) -> dict[str, Any]:
 async def delete_rule(rule_id: str, request: Request) -> Response:
     """Delete the rule and its state; it stops for every event committed after this answer."""
     async with tenant_transaction(request, Role.EDITOR, "change rules") as tx:
-        tid = trigger_id(tx.org_id, rule_id)
-        gone = ID_PATTERN.match(rule_id) and await tx.conn.fetchval(query("api_rule_delete"), tid)
-        if gone:
-            await tx.conn.execute(query("api_rule_reset_state"), tid)
+        gone = ID_PATTERN.match(rule_id) is not None and await remove_rule(tx, rule_id)
     if not gone:
         raise not_found(f"rule {rule_id!r}")
     return Response(status_code=204)

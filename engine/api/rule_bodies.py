@@ -167,22 +167,44 @@ def _check_tenant_values(value: Any, path: Path, sink: Problems) -> None:
             _check_tenant_values(item, (*path, index), sink)
 
 
+def parse_rule_body(body: bytes, content_type: str | None) -> tuple[Any, LineMap, Path]:
+    """The rule mapping of a JSON or YAML body, its line map and its path in the body;
+    ApiError 415 for another content type, 422 for a body that does not parse."""
+    kind = media_type(content_type)
+    if kind in JSON_TYPES:
+        raw, lines = _parse_json(body)
+        return raw, lines, ()
+    if kind in YAML_TYPES:
+        return _parse_yaml(body)
+    raise ApiError(
+        415,
+        f"a rule is sent as application/json or application/yaml (got {kind or 'none'})",
+    )
+
+
+def parse_rule_text(text: str) -> tuple[Any, LineMap, Path]:
+    """A rule given as YAML text inside a JSON request (lines counted in that text)."""
+    return _parse_yaml(text.encode("utf-8", "surrogatepass"))
+
+
 def compile_tenant_rule(body: bytes, content_type: str | None, rule_id: str) -> Rule:
     """The compiled rule of a PUT /v1/rules/{rule_id} body; ApiError 415 or 422 otherwise.
 
     The body's ``id`` may be left out (the URL's is used) and must equal it when given.
     """
-    kind = media_type(content_type)
-    if kind in JSON_TYPES:
-        raw, lines = _parse_json(body)
-        base: Path = ()
-    elif kind in YAML_TYPES:
-        raw, lines, base = _parse_yaml(body)
-    else:
-        raise ApiError(
-            415,
-            f"a rule is sent as application/json or application/yaml (got {kind or 'none'})",
-        )
+    raw, lines, base = parse_rule_body(body, content_type)
+    return compile_tenant_document(raw, rule_id, lines, base)
+
+
+def compile_tenant_document(
+    raw: Any, rule_id: str, lines: LineMap | None = None, base: Path = ()
+) -> Rule:
+    """A tenant's rule document compiled as a rule file's rule is; ApiError 422 otherwise.
+
+    ``lines`` and ``base`` place mistakes in the YAML the document came from (none for
+    JSON).  The document's ``id`` may be left out and must equal ``rule_id`` when given.
+    """
+    lines = lines if lines is not None else LineMap()
     if not isinstance(raw, Mapping):
         raise _invalid(
             "the body must be one rule: a mapping with on, where, actions …",

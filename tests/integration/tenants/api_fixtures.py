@@ -103,14 +103,20 @@ class Api:
         return key.text
 
 
-def start_api(directory: Path, dsn: str, extra: Mapping[str, Any] | None = None) -> Api:
+def start_api(
+    directory: Path,
+    dsn: str,
+    extra: Mapping[str, Any] | None = None,
+    top_level: Mapping[str, Any] | None = None,
+) -> Api:
+    """``extra``: more of the config's ``api:`` section; ``top_level``: other config keys."""
     port = free_port()
     config = write_config(
         directory,
         database_url=dsn,
         redis_url="redis://127.0.0.1:1/0",  # the API never touches Redis
         rules=[],
-        extra={"api": {"listen": f"127.0.0.1:{port}", **(extra or {})}},
+        extra={**(top_level or {}), "api": {"listen": f"127.0.0.1:{port}", **(extra or {})}},
     )
     process = EngineProcess(config, "api", log_path=directory / "api.log").start()
     url = f"http://127.0.0.1:{port}"

@@ -1,11 +1,15 @@
 """Schemathesis drives a real `engine api` from its own OpenAPI document: valid and invalid
 requests to every endpoint, with a real admin key, answer no 5xx and nothing the document
-does not list (status code, content type, body schema)."""
+does not list (status code, content type, body schema).  The API has a secrets_key, so
+the secrets endpoints store, not only refuse."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
@@ -15,11 +19,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devkit.localstack import PostgresServer
 from engine.tenants.keys import new_key
-from tests.integration.tenants.api_fixtures import Api, api
+from engine.tenants.secrets_box import new_secrets_key
+from tests.integration.tenants.api_fixtures import Api, start_api
 from tests.processes import query_all
-
-__all__ = ["api"]
 
 CHECKS = [
     not_a_server_error,
@@ -29,6 +33,22 @@ CHECKS = [
 ]
 EXAMPLES_PER_MODE = 150
 TIME_BOUND_S = 60
+
+
+@pytest.fixture(scope="module")
+def api(
+    pg_server: PostgresServer, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    name = f"api_{uuid.uuid4().hex}"
+    dsn = pg_server.create_database(name, template=template_database)
+    running = start_api(
+        tmp_path_factory.mktemp("api"), dsn, top_level={"secrets_key": new_secrets_key()}
+    )
+    try:
+        yield running
+    finally:
+        running.process.stop()
+        pg_server.drop_database(name)
 
 
 def _fuzz_key(api: Api) -> str:
