@@ -106,12 +106,6 @@ class LeaderLock:
             conn.terminate()
 
 
-def _default_firing_quota(settings: Settings) -> int:
-    """Config ``tenants.max_firings_per_minute`` (600 when the section is not there)."""
-    tenants = getattr(settings, "tenants", None)
-    return int(getattr(tenants, "max_firings_per_minute", 600))
-
-
 class Daemon:
     """Wires the parts of ``engine run`` together."""
 
@@ -126,7 +120,7 @@ class Daemon:
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook.for_settings(settings)
         self.tenants = TenantRules(settings.bot_names)
-        self.evaluator.quota.default_per_minute = _default_firing_quota(settings)
+        self.evaluator.quota.default_per_minute = settings.tenants.max_firings_per_minute
         self._next_quota_refresh = 0.0
         self.leader = LeaderLock(
             settings.database_url,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from engine.api.db import BEARER, tenant_transaction
+from engine.api.db import BEARER, settings_of, tenant_transaction
 from engine.api.errors import error_responses, not_found
 from engine.api.models import BIGINT_MAX, FollowPage, FollowRequest, FollowWritten
 from engine.api.routes_rules import max_rules_default, remove_rule, stored, write_rule
@@ -58,7 +58,11 @@ async def follow(wanted: FollowRequest, request: Request, response: Response) ->
     actions answers 422 with its path (`actions[0].rest`), as PUT /v1/rules does."""
     document = follow_document(wanted)
     async with tenant_transaction(request, Role.EDITOR, "change rules") as tx:
-        rule = compile_tenant_document(document, document["id"])
+        rule = compile_tenant_document(
+            document,
+            document["id"],
+            timeout_limits_s=settings_of(request).action_timeout_limits_s,
+        )
         written = await write_rule(tx, rule, max_rules_default(request))
     response.status_code = 201 if written.created else 200
     return {"chain_id": wanted.chain_id, "agent_id": wanted.agent_id, "rules": [written.answer()]}

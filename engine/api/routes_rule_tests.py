@@ -63,7 +63,13 @@ async def test_given_rule(wanted: RuleTestRequest, request: Request) -> dict[str
         given_id = raw.get("id") if isinstance(raw, dict) else None
         rule_id = given_id if isinstance(given_id, str) else UNTESTED_ID
         document = with_request_events(raw, wanted.events)
-        rule = compile_tenant_document(document, rule_id, lines, base)
+        rule = compile_tenant_document(
+            document,
+            rule_id,
+            lines,
+            base,
+            timeout_limits_s=settings_of(request).action_timeout_limits_s,
+        )
         with_events = wanted.events is not None
         return await asyncio.to_thread(rule_test_report, rule, with_events=with_events)
 
@@ -87,7 +93,9 @@ async def test_stored_rule(
             raise not_found(f"rule {rule_id!r}")
         events = wanted.events if wanted is not None else None
         document = with_request_events(json.loads(row["document"]), events)
-        rule = compile_tenant_document(document, rule_id)
+        rule = compile_tenant_document(
+            document, rule_id, timeout_limits_s=settings_of(request).action_timeout_limits_s
+        )
         return await asyncio.to_thread(rule_test_report, rule, with_events=events is not None)
 
 
@@ -135,7 +143,13 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
         row = await stored_rule(tx, rule_id)
         if row is None:
             raise not_found(f"rule {rule_id!r}")
-        rule = enabled(compile_tenant_document(json.loads(row["document"]), rule_id))
+        rule = enabled(
+            compile_tenant_document(
+                json.loads(row["document"]),
+                rule_id,
+                timeout_limits_s=settings.action_timeout_limits_s,
+            )
+        )
         backtest = Backtest([rule], StoredClock(settings.engine.max_event_future_skew_s, now))
         listed: list[Any] = []
         complete = True

@@ -25,7 +25,6 @@ from rules.model import Rule
 from sql import query
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"], dependencies=[BEARER])
-DEFAULT_MAX_RULES = 1000
 ID_REGEX = ID_PATTERN.pattern
 
 _RULE_BODY = {
@@ -57,9 +56,8 @@ def stored(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def max_rules_default(request: Request) -> int:
-    """Config ``tenants.max_rules`` (the ``tenants:`` section may not exist yet)."""
-    tenants = getattr(settings_of(request), "tenants", None)
-    return int(getattr(tenants, "max_rules", DEFAULT_MAX_RULES))
+    """Config ``tenants.max_rules``: the quota of an organization whose own is NULL."""
+    return settings_of(request).tenants.max_rules
 
 
 async def _check_quota(tx: TenantTx, default: int) -> None:
@@ -173,7 +171,12 @@ async def put_rule(rule_id: str, request: Request, response: Response) -> dict[s
     """
     async with tenant_transaction(request, Role.EDITOR, "change rules") as tx:
         body = await request.body()
-        rule = compile_tenant_rule(body, request.headers.get("content-type"), rule_id)
+        rule = compile_tenant_rule(
+            body,
+            request.headers.get("content-type"),
+            rule_id,
+            timeout_limits_s=settings_of(request).action_timeout_limits_s,
+        )
         written = await write_rule(tx, rule, max_rules_default(request))
     response.status_code = 201 if written.created else 200
     return written.answer()

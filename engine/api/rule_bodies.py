@@ -187,17 +187,28 @@ def parse_rule_text(text: str) -> tuple[Any, LineMap, Path]:
     return _parse_yaml(text.encode("utf-8", "surrogatepass"))
 
 
-def compile_tenant_rule(body: bytes, content_type: str | None, rule_id: str) -> Rule:
+def compile_tenant_rule(
+    body: bytes,
+    content_type: str | None,
+    rule_id: str,
+    *,
+    timeout_limits_s: Mapping[str, float] | None = None,
+) -> Rule:
     """The compiled rule of a PUT /v1/rules/{rule_id} body; ApiError 415 or 422 otherwise.
 
     The body's ``id`` may be left out (the URL's is used) and must equal it when given.
     """
     raw, lines, base = parse_rule_body(body, content_type)
-    return compile_tenant_document(raw, rule_id, lines, base)
+    return compile_tenant_document(raw, rule_id, lines, base, timeout_limits_s=timeout_limits_s)
 
 
 def compile_tenant_document(
-    raw: Any, rule_id: str, lines: LineMap | None = None, base: Path = ()
+    raw: Any,
+    rule_id: str,
+    lines: LineMap | None = None,
+    base: Path = (),
+    *,
+    timeout_limits_s: Mapping[str, float] | None = None,
 ) -> Rule:
     """A tenant's rule document compiled as a rule file's rule is; ApiError 422 otherwise.
 
@@ -235,6 +246,7 @@ def compile_tenant_document(
             source_file=SOURCE,
             source_line=lines.line_of(base) or 1,
             bot_names=frozenset(),  # the operator's bots are the operator's
+            timeout_limits_s=timeout_limits_s,
         )
     if rule is None or sink.errors:
         items = sink.items()
