@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -24,7 +25,7 @@ from tests.integration.test_rq_enqueue_script import (  # noqa: F401 (pair: a fi
     pair,
     rq_enqueue,
 )
-from tests.processes import query_all, query_value
+from tests.processes import query_all, query_value, run_engine, write_config
 
 TUNABLES = WorkerTunables()
 
@@ -120,3 +121,26 @@ def test_a_running_worker_listens_on_organizations_queues_as_they_appear(
     finally:
         dispatcher.close()
         client.close()
+
+
+def test_engine_status_shows_the_organizations_waiting_jobs(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n", encoding="utf-8")
+    config = write_config(
+        tmp_path, database_url=database_url, redis_url=redis_url, rules=str(rules)
+    )
+    dispatcher = Dispatcher(redis_url, TUNABLES)
+    try:
+        dispatcher.enqueue([1, 2, 3, 4], {1: 5, 2: 5, 3: 6})
+    finally:
+        dispatcher.close()
+    status = json.loads(run_engine(config, "status", "--json").stdout)
+    assert status["queue"]["depth"] == 1
+    assert status["queue"]["organizations"] == [
+        {"org_id": 5, "depth": 2},
+        {"org_id": 6, "depth": 1},
+    ]
+    text = run_engine(config, "status").stdout
+    assert "organizations' queues: 3 waiting in 2 queue(s)" in text
