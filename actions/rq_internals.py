@@ -1,9 +1,10 @@
 """Everything that depends on RQ's Redis key layout or internals, and nothing else.
 
-Three places go under RQ's public API: the dispatcher writes action jobs with one Lua
+Four places go under RQ's public API: the dispatcher writes action jobs with one Lua
 script per chunk (``ENQUEUE_LUA``), the sweep reads job statuses straight from the job
-hashes (``not_pending``), and a worker pops the action jobs waiting behind its own
-(``take_waiting_actions``).  They rely on RQ's key names, its job hash fields and the
+hashes (``not_pending``), a worker pops the action jobs waiting behind its own, from the
+same queue (``take_waiting_actions``), and a running worker is given organizations'
+new queues (``listen_on``).  They rely on RQ's key names, its job hash fields and the
 order ``Queue.enqueue_many`` writes them in, all verified against the RQ release
 ``VERIFIED_RQ`` (pyproject pins ``rq`` to it).  Tests use these constants and functions
 rather than spelling ``rq:job:`` themselves.
@@ -40,6 +41,7 @@ import rq
 from rq import Queue
 from rq.job import Job
 from rq.utils import now, utcformat
+from rq.worker import BaseWorker
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,15 @@ def not_pending(client: redis.Redis, action_ids: Sequence[int]) -> list[int]:
         pipe.hget(job_key(action_id), "status")
     states = pipe.execute()
     return [a for a, s in zip(action_ids, states, strict=True) if s not in PENDING_JOB_STATES]
+
+
+def listen_on(worker: BaseWorker, queues: Sequence[Queue]) -> None:
+    """Have a running ``worker`` take jobs from ``queues`` too, last in its current turn.
+
+    RQ fixes a worker's queues when it is made; its dequeue reads ``_ordered_queues``
+    (which the round-robin strategy rotates) and its maintenance ``queues``."""
+    worker.queues.extend(queues)
+    worker._ordered_queues.extend(queues)
 
 
 # Atomically pop up to ARGV[1] waiting action jobs from the queue list KEYS[1] and delete

@@ -107,6 +107,19 @@ class WorkerTunables:
     # An RQ job waits this long for the actions it runs at once, then leaves the slower
     # ones running in the background and the worker takes its next job.
     batch_wait_s: float = 1.0
+    # How often a worker looks for organizations' queues it does not listen on yet: the
+    # longest a new organization's first job waits while the workers are idle or busy.
+    queue_refresh_s: float = 0.5
+
+    @property
+    def org_queue_prefix(self) -> str:
+        """Every organization's RQ queue name starts with this (then its id)."""
+        return f"{self.queue}:org:"
+
+    def queue_of(self, org_id: int | None) -> str:
+        """The RQ queue of an action: ``queue`` for the operator's file rules, a queue of
+        its own for each organization (workers take from them in turn: docs/tenants.md)."""
+        return self.queue if org_id is None else f"{self.org_queue_prefix}{org_id}"
 
     @property
     def max_action_timeouts_s(self) -> dict[str, float]:

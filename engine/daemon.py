@@ -28,7 +28,7 @@ import redis
 
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
-from engine.dispatcher import Dispatcher, sweep_actions
+from engine.dispatcher import Dispatcher, action_orgs, sweep_actions
 from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.listener import Listener
 from engine.maintenance import Maintenance
@@ -412,8 +412,12 @@ class Daemon:
     async def _dispatch(self, action_ids: list[int]) -> None:
         if not action_ids:
             return
+        assert self.pool is not None
+        # Each organization's jobs go on its own queue (fairness); with no organization's
+        # rule loaded every action is the operator's, and nothing need be asked.
+        org_of = await action_orgs(self.pool, action_ids) if self.tenants.ids else None
         try:
-            await asyncio.to_thread(self.dispatcher.enqueue, action_ids)
+            await asyncio.to_thread(self.dispatcher.enqueue, action_ids, org_of)
         except redis.RedisError as exc:
             self.stats.enqueue_failures += 1
             self._redis_down(exc)

@@ -46,10 +46,11 @@ def retry_failed(settings: Settings, ids: Sequence[int], *, all_failed: bool) ->
     with sql.connect(settings.database_url) as conn:
         if all_failed:
             ids = [r[0] for r in sql.fetch_all(conn, "failed_actions", None, None, 10**9, 10**6)]
-        requeued = [r[0] for r in sql.fetch_all(conn, "requeue_failed", list(ids))]
+        rows = sql.fetch_all(conn, "requeue_failed", list(ids))
+    requeued = [r[0] for r in rows]
     dispatcher = Dispatcher(settings.redis_url, settings.worker)
     try:
-        dispatcher.enqueue(requeued)
+        dispatcher.enqueue(requeued, {r[0]: r[1] for r in rows})
     finally:
         dispatcher.close()
     return requeued

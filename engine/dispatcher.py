@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -51,35 +51,71 @@ def _job_data(action_id: int, timeout_s: int) -> Any:
 
 
 class Dispatcher:
-    """Enqueues action jobs into RQ (synchronous: call it from a thread in async code)."""
+    """Enqueues action jobs into RQ (synchronous: call it from a thread in async code).
+
+    The operator's actions go to the queue ``worker.queue``, each organization's to a
+    queue of its own (``WorkerTunables.queue_of``), which workers take from in turn: one
+    organization's backlog never stands in front of another's action.
+    """
 
     def __init__(self, redis_url: str, tunables: WorkerTunables) -> None:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.queue = Queue(tunables.queue, connection=self.redis)
+        self.tunables = tunables
+        self.queue = Queue(tunables.queue, connection=self.redis)  # the operator's
         self.timeout_s = int(tunables.job_timeout_s)
         self.enqueued = 0
         self.failures = 0
-        self._writes: LearnedWrites | None = None
+        # What enqueue_many writes on the operator's queue, and on each organization's
+        # (None: the fast path is off).  The job hash names its queue, so each queue's
+        # writes are learnt, once a process.
+        self._writes = self._learn_writes(self.queue)
+        self._org_writes: dict[str, LearnedWrites | None] = {}
+        self._script = self.redis.register_script(rq_internals.ENQUEUE_LUA)
+
+    def queue_for(self, org_id: int | None) -> Queue:
+        """The RQ queue the actions of ``org_id`` (None: the operator) are enqueued on."""
+        name = self.tunables.queue_of(org_id)
+        return self.queue if name == self.queue.name else Queue(name, connection=self.redis)
+
+    def _learn_writes(self, queue: Queue) -> LearnedWrites | None:
         try:
-            self._writes = rq_internals.learn_writes(
-                self.queue, lambda action_id: _job_data(action_id, self.timeout_s)
+            return rq_internals.learn_writes(
+                queue, lambda action_id: _job_data(action_id, self.timeout_s)
             )
         except Exception as exc:  # any surprise: RQ's own path is always right
             _warn_fallback(exc)
-        self._script = self.redis.register_script(rq_internals.ENQUEUE_LUA)
+            return None
 
-    def enqueue(self, action_ids: Sequence[int]) -> None:
-        """One job per row; raises redis errors (the rows stay 'queued' for the sweep)."""
-        if not action_ids:
-            return
+    def _writes_for(self, queue: Queue) -> LearnedWrites | None:
+        if queue is self.queue:
+            return self._writes
+        if queue.name not in self._org_writes:
+            self._org_writes[queue.name] = self._learn_writes(queue)
+        return self._org_writes[queue.name]
+
+    def enqueue(
+        self, action_ids: Sequence[int], org_of: Mapping[int, int | None] | None = None
+    ) -> None:
+        """One job per row, on its organization's queue (``org_of``: action id -> org id;
+        an id not in it is the operator's); raises redis errors (the rows stay 'queued'
+        for the sweep)."""
+        by_queue: dict[int | None, list[int]] = {}
+        for action_id in action_ids:
+            org_id = None if org_of is None else org_of.get(action_id)
+            by_queue.setdefault(org_id, []).append(action_id)
+        for org_id, ids in by_queue.items():
+            self._enqueue_on(self.queue_for(org_id), ids)
+
+    def _enqueue_on(self, queue: Queue, action_ids: Sequence[int]) -> None:
+        writes = self._writes_for(queue)
         # enqueue_many refuses a repeated id (ValueError): let it say so.
-        if self._writes is None or len(set(action_ids)) != len(action_ids):
-            self.queue.enqueue_many([_job_data(a, self.timeout_s) for a in action_ids])
+        if writes is None or len(set(action_ids)) != len(action_ids):
+            queue.enqueue_many([_job_data(a, self.timeout_s) for a in action_ids])
             self.enqueued += len(action_ids)
             return
         for start in range(0, len(action_ids), CHUNK):
             chunk = action_ids[start : start + CHUNK]
-            self._enqueue_chunk(self._writes, chunk)
+            self._enqueue_chunk(writes, chunk)
             self.enqueued += len(chunk)
 
     def _enqueue_chunk(self, writes: LearnedWrites, action_ids: Sequence[int]) -> None:
@@ -118,10 +154,17 @@ async def sweep_actions(
     expired = [row["id"] for row in rows if row["status"] == ActionStatus.RUNNING]
     waiting = [row["id"] for row in rows if row["status"] != ActionStatus.RUNNING]
     lost = expired + await asyncio.to_thread(dispatcher.not_pending, waiting)
-    await asyncio.to_thread(dispatcher.enqueue, lost)
+    org_of = {row["id"]: row["org_id"] for row in rows if row["org_id"] is not None}
+    await asyncio.to_thread(dispatcher.enqueue, lost, org_of)
     if lost:
         log.info("sweep re-enqueued actions", extra={"actions": len(lost)})
     return len(lost)
+
+
+async def action_orgs(pool: asyncpg.Pool, action_ids: Sequence[int]) -> dict[int, int]:
+    """The organization of each of ``action_ids`` that has one (for ``Dispatcher.enqueue``)."""
+    rows = await pool.fetch(query("action_orgs"), list(action_ids))
+    return {row["id"]: row["org_id"] for row in rows}
 
 
 _warned = False

@@ -116,6 +116,7 @@ def _queue_status(settings: Settings) -> dict[str, Any]:
             "depth": queue.count,
             "started_jobs": queue.started_job_registry.count,
             "failed_jobs": queue.failed_job_registry.count,
+            "organizations": _org_queue_depths(connection, settings),
             "workers": [
                 {
                     "name": worker.name,
@@ -244,6 +245,21 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The organizations' queues `engine status` lists, deepest first.
+MOST_ORG_QUEUES_SHOWN = 10
+
+
+def _org_queue_depths(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    """The organizations whose queue has jobs waiting, deepest first."""
+    prefix = settings.worker.org_queue_prefix
+    depths = [
+        {"org_id": int(queue.name.removeprefix(prefix)), "depth": queue.count}
+        for queue in Queue.all(connection=connection)
+        if queue.name.startswith(prefix) and queue.name.removeprefix(prefix).isdigit()
+    ]
+    return sorted((d for d in depths if d["depth"]), key=lambda d: (-d["depth"], d["org_id"]))
+
+
 def _format_queue(queue: dict[str, Any]) -> list[str]:
     if "error" in queue:
         return [f"queue {queue['name']}: Redis unavailable ({queue['error']})"]
@@ -251,6 +267,16 @@ def _format_queue(queue: dict[str, Any]) -> list[str]:
         f"queue {queue['name']}: {queue['depth']} waiting, {queue['started_jobs']} running, "
         f"{queue['failed_jobs']} in RQ's failed registry; {len(queue['workers'])} worker(s)"
     ]
+    orgs = queue.get("organizations") or []
+    if orgs:
+        lines.append(
+            f"organizations' queues: {sum(o['depth'] for o in orgs)} waiting"
+            f" in {len(orgs)} queue(s), each taken in turn"
+        )
+        lines += _table(
+            ("organization", "waiting"),
+            [(o["org_id"], o["depth"]) for o in orgs[:MOST_ORG_QUEUES_SHOWN]],
+        )
     if queue["workers"]:
         lines += _table(
             ("worker", "state", "current job"),

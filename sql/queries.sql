@@ -196,12 +196,17 @@ RETURNING id;
 -- name: due_actions
 -- Rows to (re-)enqueue: queued ones older than the grace period (a crash between
 -- commit and enqueue, or Redis down), retries that are due, expired leases.
-SELECT id, status FROM action_results
+SELECT id, status, org_id FROM action_results
  WHERE (status = 'queued' AND created_at < now() - make_interval(secs => $1))
     OR (status = 'retrying' AND next_attempt_at <= now())
     OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts + $3)
  ORDER BY id
  LIMIT $2;
+
+-- name: action_orgs
+-- The organization of each of these actions that has one (the others are the operator's):
+-- the dispatcher puts each organization's jobs on a queue of its own.
+SELECT id, org_id FROM action_results WHERE id = ANY($1::bigint[]) AND org_id IS NOT NULL;
 
 -- name: fail_abandoned
 -- Rows whose workers died during every attempt they were allowed: dead letters.
@@ -245,7 +250,7 @@ SELECT id, trigger_id, event_id, action_type, action_name, attempts, error_messa
 UPDATE action_results
    SET status = 'queued', attempts = 0, next_attempt_at = NULL, error_message = NULL
  WHERE id = ANY($1::bigint[]) AND status = 'failed'
-RETURNING id;
+RETURNING id, org_id;
 
 -- name: status_actions
 SELECT status, count(*) AS n FROM action_results GROUP BY status;

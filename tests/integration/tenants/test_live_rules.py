@@ -224,7 +224,7 @@ async def test_firings_over_the_quota_are_recorded_and_never_enqueued(
         rows = await conn.fetch("SELECT id, status FROM action_results ORDER BY id")
         assert [r["status"] for r in rows] == ["queued"] * 3 + ["quota_exceeded"] * 2
         assert daemon.stats.quota_exceeded == 2
-        queued = await asyncio.to_thread(daemon.dispatcher.queue.get_job_ids)
+        queued = await asyncio.to_thread(daemon.dispatcher.queue_for(org).get_job_ids)
         assert len(queued) == 3  # only the rows within the quota became jobs
     finally:
         await stop_daemon(daemon, running)
