@@ -2,8 +2,10 @@
 
 docs/performance.md says what each figure means.  Modules: ``data`` (events and rule
 sets), ``stack`` (servers), ``evaluation`` (figures 1 and 6), ``live`` (figures 2, 3 and
-the doorbell), ``throughput`` (figure 4), ``memory`` (figure 5), ``report`` (printing).
-Medians of repeated runs where a run is short.
+the doorbell), ``throughput`` (figure 4), ``memory`` (figure 5), ``tenants``
+(organizations' rules through ``engine api``: ``tenant_setup``, ``tenant_fairness``),
+``report`` (printing).  Medians of repeated runs where a run is short.
+``python -m devkit.bench --only SECTION`` runs some sections alone.
 """
 
 from __future__ import annotations

@@ -219,3 +219,61 @@ def live_rule_yaml(url: str, *, stateful_groups: bool = False) -> str:
     if stateful_groups:
         text += "    per: agent_id\n    when: {count: {within: 1d, at_least: 1}}\n"
     return text + _rest(url, body)
+
+
+def _rest_document(url: str) -> list[dict[str, Any]]:
+    body = {"rule": "{{ rule.id }}", "event": "{{ event.id }}"}
+    return [{"rest": {"url": url, "body": body}, "retry": {"attempts": 1}}]
+
+
+def rule_set_documents(
+    n: int, url: str, start: int = 0, *, agents: int = 5000
+) -> list[dict[str, Any]]:
+    """The rules of ``rule_set_yaml`` (same mix, same random draws) as documents, the form
+    the API stores: for organizations' rules, written in bulk without a YAML parse."""
+    rng = random.Random(start)
+    documents = []
+    for i in range(start, start + n):
+        kind = i % 10
+        agent = rng.randrange(1, agents + 1)
+        feedback = {"registry": "reputation", "event_type": "NewFeedback"}
+        doc: dict[str, Any] = {"id": f"r{i}"}
+        if kind < 6:
+            doc["on"] = feedback
+            doc["where"] = {"agent_id": agent, "score": {"lt": rng.choice((20, 30, 40))}}
+        elif kind == 6:
+            doc["on"] = {"registry": "validation", "event_type": "ValidationResponse"}
+            doc["where"] = {
+                "validator_address": address(100_000 + rng.randrange(2000)),
+                "response": {"lt": 50},
+            }
+        elif kind == 7:
+            doc["on"] = feedback
+            doc["where"] = {"agent_id": agent}
+            doc["per"] = "client_address"
+            doc["when"] = {"ema": {"of": "score", "window": 5, "below": 40}}
+            doc["throttle"] = {"cooldown": "1h"}
+        elif kind == 8:
+            doc["on"] = {"registry": "validation", "event_type": "ValidationRequest"}
+            doc["where"] = {"agent_id": agent}
+            doc["per"] = "agent_id"
+            doc["when"] = {"count": {"within": "1h", "at_least": 5, "reset_on_fire": True}}
+        else:
+            doc["on"] = {"registry": "identity"}
+            doc["where"] = {"agent_id": agent, "token_uri": {"exists": True}}
+        doc["actions"] = _rest_document(url)
+        documents.append(doc)
+    return documents
+
+
+def tag_rule_document(rule_id: str, tag: str, url: str) -> dict[str, Any]:
+    """A rule that fires on every event with ``tag1: tag`` (what the tenants figures write
+    and watch), posting the event's id."""
+    return {
+        "id": rule_id,
+        "on": {"registry": "reputation", "event_type": "NewFeedback"},
+        "where": {"tag1": tag},
+        "actions": [
+            {"rest": {"url": url, "body": {"event": "{{ event.id }}"}}, "retry": {"attempts": 1}}
+        ],
+    }

@@ -21,7 +21,7 @@ import asyncpg
 from devkit.bench.data import COLUMNS, EventGenerator
 
 LIVE = {"registry": "reputation", "event_type": "NewFeedback", "tag1": "bench-live", "score": 50}
-_INSERT = (
+INSERT_EVENT = (
     "INSERT INTO events ("
     + ", ".join(f'"{c}"' for c in COLUMNS)
     + ") VALUES ("
@@ -44,7 +44,7 @@ async def _writer(
 ) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        statement = await conn.prepare(_INSERT)
+        statement = await conn.prepare(INSERT_EVENT)
         k = offset
         while True:
             if rate > 0:

@@ -126,7 +126,11 @@ async def measure_live(
     receiver: Receiver | None = None,
     settle_s: float = 1.0,
     fire_every: int = 1,
+    all_queued_within_s: float = 0.0,
 ) -> LiveRun:
+    """``all_queued_within_s``: after the inserter, wait up to that long for every firing
+    row to be queued (an engine held up would otherwise lose its slowest rows from the
+    figure), then ``settle_s``."""
     probe = Probe(dsn)
     await probe.start()
     if receiver is not None:
@@ -136,6 +140,9 @@ async def measure_live(
         commits = await run_inserter(
             dsn, out, rate=rate, seconds=seconds, batch=batch, fire_every=fire_every
         )
+        if all_queued_within_s:
+            firing = [eid for c in commits for eid in c[0]][::fire_every]
+            await _wait_queued(dsn, firing, all_queued_within_s)
         await asyncio.sleep(settle_s)
     finally:
         await probe.stop()
@@ -150,6 +157,23 @@ async def measure_live(
             if committed is not None:
                 delivered.append((t - committed) * 1000)
     return LiveRun(commits, doorbell, queued, delivered)
+
+
+async def _wait_queued(dsn: str, event_ids: list[str], within_s: float) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            queued = await conn.fetchval(
+                "SELECT count(*) FROM action_results"
+                " WHERE trigger_id = 'bench-live' AND event_id = ANY($1::text[])",
+                event_ids,
+            )
+            if queued >= len(event_ids):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 async def ingest(dsn: str, workdir: Path, *, writers: int, seconds: float) -> LiveRun:

@@ -28,7 +28,10 @@ def write_config(
     rules_text: str | list[str],
     poll_interval_s: float = 1.0,
     name: str = "bench",
+    sections: dict[str, Any] | None = None,
 ) -> Path:
+    """A config file for the engine's processes; ``sections`` adds or replaces top-level
+    sections (``api:`` for ``engine api``)."""
     rules = directory / f"{name}-rules"
     rules.mkdir(exist_ok=True)
     texts = [rules_text] if isinstance(rules_text, str) else rules_text
@@ -41,6 +44,7 @@ def write_config(
         "http": {"listen": None},
         "network": {"allow_private": True},
         "engine": {"poll_interval_s": poll_interval_s},
+        **(sections or {}),
     }
     path = directory / f"{name}-config.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")

@@ -15,7 +15,7 @@ import psycopg
 import redis
 from rq import Queue
 
-from devkit.bench import evaluation, live, memory, throughput
+from devkit.bench import evaluation, live, memory, tenants, throughput
 from devkit.bench.data import (
     EventGenerator,
     chunked,
@@ -33,7 +33,7 @@ from devkit.bench.processes import (
     write_config,
 )
 from devkit.bench.report import Figure, median, percentile, print_figure, print_section
-from devkit.bench.stack import bench_stack, reset_database
+from devkit.bench.stack import bench_stack, forget_queued, reset_database
 from engine.config import WorkerTunables
 from engine.event_rows import columns_read
 from rules import RuleIndex
@@ -51,6 +51,7 @@ class BenchOptions:
     database_url: str | None = None
     redis_url: str | None = None
     repeats: int | None = None
+    only: tuple[str, ...] = ()  # sections to run (names in SECTIONS); empty: all of them
 
     @property
     def rule_counts(self) -> list[int]:
@@ -151,7 +152,15 @@ def _latency_figures(
         )
 
 
+#: The sections of the bench, in the order they run.
+SECTIONS = ("evaluation", "doorbell", "live", "actions", "memory", "tenants")
+
+
 def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
+    unknown = sorted(set(opts.only) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"bench: no section {', '.join(unknown)}; sections: {', '.join(SECTIONS)}")
+    sections = set(opts.only or SECTIONS)
     began = time.monotonic()
     with bench_stack(opts.database_url, opts.redis_url) as stack:
         dsn, redis_url, work = stack.database_url, stack.redis_url, stack.workdir
@@ -159,11 +168,26 @@ def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
         receiver.start()
         try:
             print(f"engine bench{' --quick' if opts.quick else ''}: {dsn} {redis_url}", file=out)
-            _evaluation(opts, dsn, redis_url, receiver.url, out)
-            _doorbell_ingest(opts, dsn, work, out)
-            _live(opts, dsn, redis_url, work, receiver, out)
-            _actions(opts, dsn, redis_url, work, receiver.url, out)
-            _memory(opts, dsn, redis_url, work, receiver.url, out)
+            if "evaluation" in sections:
+                _evaluation(opts, dsn, redis_url, receiver.url, out)
+            if "doorbell" in sections:
+                _doorbell_ingest(opts, dsn, work, out)
+            if "live" in sections:
+                _live(opts, dsn, redis_url, work, receiver, out)
+            if "actions" in sections:
+                _actions(opts, dsn, redis_url, work, receiver.url, out)
+            if "memory" in sections:
+                _memory(opts, dsn, redis_url, work, receiver.url, out)
+            if "tenants" in sections:
+                tenants.measure_tenants(
+                    tenants.TenantSizes.of(opts.quick),
+                    dsn,
+                    redis_url,
+                    work,
+                    receiver,
+                    opts.workers,
+                    out,
+                )
         finally:
             receiver.stop()
     print(f"\nbench finished in {time.monotonic() - began:.0f}s", file=out, flush=True)
@@ -295,7 +319,7 @@ def _live(
     with spawned([engine_command(config, "run")], work) as (engine,):
         wait_engine_ready(dsn, 201, engine)
         for key, label, rate, batch, every in cases:
-            _forget_queued(dsn, redis_url)
+            forget_queued(dsn, redis_url)
             seconds = max(opts.live_s, 2 * batch / rate)
             run = asyncio.run(
                 live.measure_live(
@@ -327,7 +351,7 @@ def _live(
                 )
         baseline_rss = rss_kib(engine.pid)[0] / 1024
         print_section("3. end-to-end: INSERT commit -> webhook received, 100 firings/s", out)
-        _forget_queued(dsn, redis_url)
+        forget_queued(dsn, redis_url)
         connection = redis.Redis.from_url(redis_url)
         with spawned([engine_command(config, "worker")] * opts.workers, work):
             queue = Queue(WorkerTunables().queue, connection=connection)
@@ -349,16 +373,6 @@ def _live(
 
 
 _BASELINE_RSS: list[float] = []
-
-
-def _forget_queued(dsn: str, redis_url: str) -> None:
-    """Mark what earlier live runs left queued (no worker ran) as done, and empty RQ: else
-    the engine's sweep checks those rows every second, which is not what is measured."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE action_results SET status = 'success' WHERE status = 'queued'")
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    connection.close()
 
 
 def _live_polling(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import redis
 
 from devkit.localstack import PostgresServer, RedisServer
 from engine.migrate import migrate
@@ -75,3 +76,14 @@ def reset_database(database_url: str) -> None:
     without the user asking for it: the bench only runs on a database it may empty)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(RESET_SQL)
+
+
+def forget_queued(database_url: str, redis_url: str) -> None:
+    """Mark what earlier live runs left queued (no worker ran) as done, and empty RQ: else
+    the engine's sweep checks those rows every second, and workers started later would
+    deliver them first, neither of which is what is measured."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE action_results SET status = 'success' WHERE status = 'queued'")
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushdb()
+    connection.close()
