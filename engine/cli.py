@@ -190,7 +190,16 @@ def cmd_rules_reset_state(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from devkit.bench import BenchOptions, run_bench
+    from devkit.bench.runner import SECTIONS
 
+    unknown = [name for name in args.only if name not in SECTIONS]
+    if unknown:
+        print(
+            f"error: --only {unknown[0]!r} is not a section of the bench"
+            f" (one of: {', '.join(SECTIONS)})",
+            file=sys.stderr,
+        )
+        return 1
     return run_bench(
         BenchOptions(
             rules=args.rules,
@@ -200,6 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             quick=args.quick,
             database_url=args.database_url,
             redis_url=args.redis_url,
+            only=tuple(args.only),
         )
     )
 
@@ -301,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, default=1000.0, help="higher live rate, events/s")
     bench.add_argument("--workers", type=int, default=2, help="engine worker processes")
     bench.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    bench.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SECTION",
+        help="run only this section (evaluation, doorbell, live, actions, memory, tenants);"
+        " repeatable",
+    )
     bench.add_argument("--database-url", help="a database the bench may EMPTY (default: own)")
     bench.add_argument("--redis-url", help="a Redis the bench may FLUSH (default: own)")
     return parser

@@ -5,7 +5,7 @@ sets), ``stack`` (servers), ``evaluation`` (figures 1 and 6), ``live`` (figures 
 the doorbell), ``throughput`` (figure 4), ``memory`` (figure 5), ``tenants``
 (organizations' rules through ``engine api``: ``tenant_setup``, ``tenant_fairness``),
 ``report`` (printing).  Medians of repeated runs where a run is short.
-``python -m devkit.bench --only SECTION`` runs some sections alone.
+``engine bench --only SECTION`` runs some sections alone.
 """
 
 from __future__ import annotations
