@@ -18,7 +18,7 @@ from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import RuleError
 from rules.model import Rule
 from rules.reporting import Problems, shown
-from rules.yaml_source import MAX_FILE_BYTES, parse_yaml
+from rules.yaml_source import MAX_ALIASED_VALUES, MAX_FILE_BYTES, parse_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -61,8 +61,12 @@ def load_rules(
     *,
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
+    max_aliased_values: int = MAX_ALIASED_VALUES,
 ) -> LoadResult:
-    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``)."""
+    """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``).
+
+    ``max_aliased_values``: the values one rule may get through YAML aliases.
+    """
     files, errors = rule_files(paths)
     result = LoadResult(errors=errors)
     shared: dict[Any, Any] = {}  # compiled parts common to rules of every file
@@ -79,7 +83,7 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
-        result.extend(_load_text(text, file, environ, bot_names, shared))
+        result.extend(_load_text(text, file, environ, bot_names, shared, max_aliased_values))
     _check_duplicate_ids(result)
     return result
 
@@ -90,9 +94,10 @@ def load_rules_text(
     *,
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
+    max_aliased_values: int = MAX_ALIASED_VALUES,
 ) -> LoadResult:
     """Load rules from ``text`` as if read from the file ``source``."""
-    result = _load_text(text, source, environ, bot_names, {})
+    result = _load_text(text, source, environ, bot_names, {}, max_aliased_values)
     _check_duplicate_ids(result)
     return result
 
@@ -103,12 +108,15 @@ def _load_text(
     environ: Mapping[str, str],
     bot_names: Collection[str] | None,
     shared: dict[Any, Any],
+    max_aliased_values: int,
 ) -> LoadResult:
-    parsed = parse_yaml(text)
+    parsed = parse_yaml(text, max_aliased_values=max_aliased_values)
     sink = Problems(source, parsed.lines, shared=shared)
     result = LoadResult(files=[source], errors=sink.errors)
-    for line, message in parsed.problems:
-        sink.errors.append(RuleError(message, file=source, line=line))
+    for problem in parsed.problems:
+        sink.errors.append(
+            RuleError(problem.message, file=source, line=problem.line, rule_id=problem.rule_id)
+        )
     data = parsed.data
     if parsed.problems or data is None:
         if data is None and not parsed.problems:
