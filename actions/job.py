@@ -16,13 +16,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from actions.base import ActionRequest, ActionRuntime, Executor
 from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
+from actions.render_jail import InProcessRenderer, RenderOverBudget
 from actions.rq_internals import take_waiting_actions
-from rules import render_action
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
 
@@ -51,6 +51,16 @@ def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+class ActionRenderer(Protocol):
+    """Renders an action's templates: ``actions.render_jail.RenderJail`` in a worker."""
+
+    async def render(
+        self, kind: str, spec: Mapping[str, Any], context: Mapping[str, Any], *, what: str
+    ) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class JobRunner:
     """Everything a worker process keeps between jobs."""
 
@@ -59,9 +69,11 @@ class JobRunner:
         settings: JobSettings,
         runtime_factory: Callable[[], Awaitable[ActionRuntime]],
         executors: Mapping[str, Executor],
+        renderer: ActionRenderer | None = None,
     ) -> None:
         self.settings = settings
         self.executors = executors
+        self.renderer: ActionRenderer = renderer or InProcessRenderer()
         self.loop = asyncio.new_event_loop()
         self.runtime = self.loop.run_until_complete(runtime_factory())
         self.claims = ActionClaims(settings.dsn, settings.db_backoff)
@@ -109,7 +121,7 @@ class JobRunner:
         retry_in: float | None = None
         error: str | None = None
         try:
-            request = self._request(claimed)
+            request = await self._request(claimed)
             outcome = await asyncio.wait_for(
                 self.executors[claimed.action_type](request, self.runtime),
                 self.settings.attempt_timeout_s,
@@ -146,7 +158,7 @@ class JobRunner:
         log.log(log_level, "action %s", status, extra={**extra, "duration_ms": duration_ms})
         return status.value
 
-    def _request(self, claimed: ClaimedAction) -> ActionRequest:
+    async def _request(self, claimed: ClaimedAction) -> ActionRequest:
         if claimed.action_type not in self.executors:
             raise PermanentActionError(f"unknown action type {claimed.action_type!r}")
         try:
@@ -154,9 +166,13 @@ class JobRunner:
         except UnsetVariableError as exc:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
         try:
-            rendered = render_action(claimed.action_type, spec, claimed.context)
+            rendered = await self.renderer.render(
+                claimed.action_type, spec, claimed.context, what=f"actions[{claimed.action_index}]"
+            )
         except TemplateRenderError as exc:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        except RenderOverBudget as exc:
+            raise RenderOverBudget(f"rule '{claimed.trigger_id}': {exc.message}") from exc
         return ActionRequest(
             action_id=claimed.id,
             trigger_id=claimed.trigger_id,
@@ -170,6 +186,7 @@ class JobRunner:
         aclose = getattr(self.runtime, "aclose", None)
         if aclose is not None:
             self.loop.run_until_complete(aclose())
+        self.loop.run_until_complete(self.renderer.aclose())
         self.loop.run_until_complete(self.claims.aclose())
         self.loop.close()
 

@@ -73,6 +73,8 @@ class WorkerTunables:
     db_reconnect_deadline_s: float = 30.0  # then the action is left to the sweep
     redis_reconnect_min_s: float = 0.5  # a worker's first wait for an unavailable Redis
     redis_reconnect_max_s: float = 10.0  # its longest wait between restarts
+    render_timeout_s: float = 2.0  # one action's templates, in the render process
+    render_memory_mb: int = 256  # what the render process may allocate beyond its start
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from actions.base import ActionRuntime
 from actions.claims import ReconnectBackoff
 from actions.directory import PostgresAgentDirectory
 from actions.job import JobRunner, JobSettings, install_runner
+from actions.render_jail import RenderBudget, RenderJail
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def build_runner(settings: Settings) -> JobRunner:
         ),
         environ=dict(os.environ),
     )
-    return JobRunner(job_settings, make_runtime, EXECUTORS)
+    # Templates render in a child process with hard limits, never in the worker itself.
+    jail = RenderJail(RenderBudget(timeout_s=tun.render_timeout_s, memory_mb=tun.render_memory_mb))
+    return JobRunner(job_settings, make_runtime, EXECUTORS, renderer=jail)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
