@@ -21,13 +21,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from actions.base import ActionRequest, ActionRuntime, Executor
 from actions.claims import ActionClaims, ActionStatus, ClaimedAction, ReconnectBackoff
 from actions.errors import ActionError, PermanentActionError, RetryableActionError
 from actions.netguard import attempt_network
 from actions.redact import SecretValues, attempt_secrets, current_secrets, spec_credentials
+from actions.render_jail import InProcessRenderer, RenderOverBudget
 from actions.rq_internals import take_waiting_actions
 from actions.tenant_credentials import (
     SealedOpener,
@@ -35,7 +36,6 @@ from actions.tenant_credentials import (
     refuse_secret_refs,
     tenant_spec,
 )
-from rules import render_action
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
 
@@ -72,6 +72,16 @@ def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+class ActionRenderer(Protocol):
+    """Renders an action's templates: ``actions.render_jail.RenderJail`` in a worker."""
+
+    async def render(
+        self, kind: str, spec: Mapping[str, Any], context: Mapping[str, Any], *, what: str
+    ) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class JobRunner:
     """Everything a worker process keeps between jobs.
 
@@ -89,10 +99,12 @@ class JobRunner:
         runtime_factory: Callable[[], Awaitable[ActionRuntime]],
         executors: Mapping[str, Executor],
         opener: SealedOpener,
+        renderer: ActionRenderer | None = None,
     ) -> None:
         """``opener``: opens tenants' sealed secrets (the engine's SecretsBox)."""
         self.settings = settings
         self.executors = executors
+        self.renderer: ActionRenderer = renderer or InProcessRenderer()
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self.loop.run_forever, name="action-loop", daemon=True
@@ -225,7 +237,7 @@ class JobRunner:
         if claimed.action_type not in self.executors:
             raise PermanentActionError(f"unknown action type {claimed.action_type!r}")
         if claimed.org_id is None:
-            rendered = self._file_rule_spec(claimed, secrets)
+            rendered = await self._file_rule_spec(claimed, secrets)
         else:
             # The organization's policy, not the config's, for every request of the attempt.
             attempt_network.set(await self.credentials.network(claimed.org_id))
@@ -237,6 +249,7 @@ class JobRunner:
                 trigger_id=claimed.trigger_id,
                 credentials=self.credentials,
                 secrets=secrets,
+                render=lambda spec: self._render(claimed, spec),
             )
         secrets.update(spec_credentials(rendered))
         return ActionRequest(
@@ -248,7 +261,20 @@ class JobRunner:
             attempt=claimed.attempt,
         )
 
-    def _file_rule_spec(self, claimed: ClaimedAction, secrets: SecretValues) -> dict[str, Any]:
+    async def _render(self, claimed: ClaimedAction, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """``spec`` rendered within the render budget (the worker's render jail)."""
+        try:
+            return await self.renderer.render(
+                claimed.action_type, spec, claimed.context, what=f"actions[{claimed.action_index}]"
+            )
+        except TemplateRenderError as exc:
+            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        except RenderOverBudget as exc:
+            raise RenderOverBudget(f"rule '{claimed.trigger_id}': {exc.message}") from exc
+
+    async def _file_rule_spec(
+        self, claimed: ClaimedAction, secrets: SecretValues
+    ) -> dict[str, Any]:
         """The operator's rule: ``${VAR}`` from the environment (``rules_env``), rendered."""
         refuse_secret_refs(claimed.action_type, claimed.spec, claimed.trigger_id)
         substituted: set[str] = set()
@@ -258,10 +284,7 @@ class JobRunner:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
         finally:
             secrets.update(substituted)
-        try:
-            return render_action(claimed.action_type, spec, claimed.context)
-        except TemplateRenderError as exc:
-            raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
+        return await self._render(claimed, spec)
 
     def close(self) -> None:
         """Wait for the actions still running (each ends by its deadline), then close."""
@@ -271,6 +294,7 @@ class JobRunner:
         aclose = getattr(self.runtime, "aclose", None)
         if aclose is not None:
             self._wait_for(aclose())
+        self._wait_for(self.renderer.aclose())
         self._wait_for(self.claims.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join()

@@ -22,9 +22,7 @@ from typing import Any, Protocol
 from actions.errors import PermanentActionError
 from actions.netguard import AttemptNetwork
 from actions.redact import SecretValues
-from rules import render_action
 from rules.action_specs import secret_refs
-from rules.errors import TemplateRenderError
 
 FetchOne = Callable[..., Awaitable[tuple[Any, ...] | None]]
 Place = tuple[str, ...]
@@ -98,16 +96,15 @@ async def tenant_spec(
     trigger_id: str,
     credentials: TenantCredentials,
     secrets: SecretValues,
+    render: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     """The rendered spec of a tenant action, its ``{secret: NAME}`` values filled in.
 
-    Secrets are put in after rendering: a value is never read as a template.
+    ``render`` renders a spec within the worker's render budget.  Secrets are put in
+    after rendering: a value is never read as a template.
     """
     refs = list(secret_refs(kind, spec))
-    try:
-        rendered = render_action(kind, _without(spec, [place for place, _ in refs]), context)
-    except TemplateRenderError as exc:
-        raise PermanentActionError(f"rule '{trigger_id}': {exc}") from exc
+    rendered = await render(_without(spec, [place for place, _ in refs]))
     if kind == "telegram" and not refs and not rendered.get("bot_token"):
         raise PermanentActionError(
             f"rule '{trigger_id}': an organization's telegram action names its own bot"

@@ -110,6 +110,8 @@ class WorkerTunables:
     # How often a worker looks for organizations' queues it does not listen on yet: the
     # longest a new organization's first job waits while the workers are idle or busy.
     queue_refresh_s: float = 0.5
+    render_timeout_s: float = 2.0  # one action's templates, in the render process
+    render_memory_mb: int = 256  # what the render process may allocate beyond its start
 
     @property
     def org_queue_prefix(self) -> str:

@@ -87,7 +87,7 @@ def _file_rules(file: str) -> tuple[list[LocalRule], list[str]]:
         return [], [f"{file}: cannot read the file: {exc}"]
     parsed = parse_yaml(text)
     if parsed.problems:
-        return [], [f"{file}:{line or 1}: {message}" for line, message in parsed.problems]
+        return [], [f"{file}:{p.line or 1}: {p.message}" for p in parsed.problems]
     data = parsed.data
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         return [], [f"{file}:1: expected a mapping with `rules:` holding a list of rules"]

@@ -32,6 +32,7 @@ from actions.directory import PostgresAgentDirectory
 from actions.errors import PermanentActionError, RetryableActionError
 from actions.job import JobRunner, JobSettings, install_runner
 from actions.redact import install_secret_log_filter
+from actions.render_jail import RenderBudget, RenderJail
 from actions.rq_internals import listen_on
 from engine.config import Settings, WorkerTunables
 from engine.tenants.secrets_box import (
@@ -169,7 +170,9 @@ def build_runner(settings: Settings) -> JobRunner:
         batch_wait_s=tun.batch_wait_s,
     )
     opener = BoxOpener(SecretsBox(settings.secrets_key))
-    return JobRunner(job_settings, make_runtime, EXECUTORS, opener)
+    # Templates render in a child process with hard limits, never in the worker itself.
+    jail = RenderJail(RenderBudget(timeout_s=tun.render_timeout_s, memory_mb=tun.render_memory_mb))
+    return JobRunner(job_settings, make_runtime, EXECUTORS, opener, renderer=jail)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:

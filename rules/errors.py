@@ -33,7 +33,9 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once
-            └── AddressRefused       (actions.netguard) the network guard refused the address
+            ├── AddressRefused       (actions.netguard) the network guard refused the address
+            └── RenderOverBudget     (actions.render_jail) a template outran the render
+                                     budget: its process was killed
 
 A rule that raises while evaluating one event is not an exception to its caller: the
 evaluator counts it (``engine_rule_errors``), logs it once and goes on.

@@ -19,7 +19,7 @@ from rules.envsubst import DisallowedVariableError, UnsetVariableError, expand_e
 from rules.errors import RuleError
 from rules.model import Rule
 from rules.reporting import Problems, shown
-from rules.yaml_source import MAX_FILE_BYTES, LineMap, parse_yaml
+from rules.yaml_source import MAX_ALIASED_VALUES, MAX_FILE_BYTES, LineMap, parse_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -73,13 +73,15 @@ def load_rules(
     timeout_limits_s: Mapping[str, float] | None = None,
     shared: dict[Any, Any] | None = None,
     check_ids: bool = True,
+    max_aliased_values: int = MAX_ALIASED_VALUES,
 ) -> LoadResult:
     """Load every rule file under ``paths`` (files or directories, ``*.yaml``/``*.yml``).
 
     ``bot_names`` and ``timeout_limits_s`` (the longest ``timeout`` per action kind) come
     from the config; None checks nothing against it.  ``shared``: compiled parts to share
     with other loads; ``check_ids`` False leaves the check of ids used twice to the caller
-    (who merges this load with others).
+    (who merges this load with others).  ``max_aliased_values``: the values one rule may
+    get through YAML aliases.
     """
     limits = _DeploymentLimits(bot_names, timeout_limits_s)
     files, errors = rule_files(paths)
@@ -99,7 +101,7 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
-        result.extend(_load_text(text, file, environ, limits, shared))
+        result.extend(_load_text(text, file, environ, limits, shared, max_aliased_values))
     if check_ids:
         check_duplicate_ids(result)
     return result
@@ -112,10 +114,11 @@ def load_rules_text(
     environ: Mapping[str, str],
     bot_names: Collection[str] | None = None,
     timeout_limits_s: Mapping[str, float] | None = None,
+    max_aliased_values: int = MAX_ALIASED_VALUES,
 ) -> LoadResult:
     """Load rules from ``text`` as if read from the file ``source``."""
     limits = _DeploymentLimits(bot_names, timeout_limits_s)
-    result = _load_text(text, source, environ, limits, {})
+    result = _load_text(text, source, environ, limits, {}, max_aliased_values)
     check_duplicate_ids(result)
     return result
 
@@ -151,12 +154,15 @@ def _load_text(
     environ: Mapping[str, str],
     limits: _DeploymentLimits,
     shared: dict[Any, Any],
+    max_aliased_values: int,
 ) -> LoadResult:
-    parsed = parse_yaml(text)
+    parsed = parse_yaml(text, max_aliased_values=max_aliased_values)
     sink = Problems(source, parsed.lines, shared=shared)
     result = LoadResult(files=[source], errors=sink.errors)
-    for line, message in parsed.problems:
-        sink.errors.append(RuleError(message, file=source, line=line))
+    for problem in parsed.problems:
+        sink.errors.append(
+            RuleError(problem.message, file=source, line=problem.line, rule_id=problem.rule_id)
+        )
     data = parsed.data
     if parsed.problems or data is None:
         if data is None and not parsed.problems:

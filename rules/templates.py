@@ -154,27 +154,43 @@ def _plain_row(row: dict[Any, Any]) -> dict[str, Any]:
     return row
 
 
-def render_action(kind: str, spec: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def _no_report(field: str) -> None:
+    return None
+
+
+def render_action(
+    kind: str,
+    spec: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    on_field: Callable[[str], None] = _no_report,
+) -> dict[str, Any]:
     """Render every template field of an action (``spec`` already ``${VAR}``-expanded).
 
     Keys that are not templates are passed through unchanged.  Raises TemplateRenderError.
+    ``on_field("rest.body")`` is called before each field is rendered, so a caller that
+    has to stop a render can say which field it stopped in.
     """
     out = dict(spec)
     for key in TEXT_FIELDS.get(kind, ()):
         if isinstance(spec.get(key), str):
+            on_field(f"{kind}.{key}")
             out[key] = render_text(spec[key], context, what=f"{kind}.{key}")
     if kind == "telegram" and isinstance(spec.get("text"), str):
+        on_field("telegram.text")
         mode = spec.get("parse_mode", "HTML")
         out["text"] = render_text(
             spec["text"], context, mode=mode if mode in ESCAPERS else "none", what="telegram.text"
         )
     if kind == "rest" and isinstance(spec.get("headers"), Mapping):
+        on_field("rest.headers")
         out["headers"] = {
             str(name): render_text(str(value), context, what=f"rest.headers.{name}")
             for name, value in spec["headers"].items()
         }
     structure = STRUCTURE_FIELDS.get(kind)
     if structure is not None and structure in spec:
+        on_field(f"{kind}.{structure}")
         out[structure] = render_value(spec[structure], context, f"{kind}.{structure}")
     return out
 

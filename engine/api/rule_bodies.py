@@ -114,7 +114,7 @@ def _parse_yaml(body: bytes) -> tuple[Any, LineMap, Path]:
         raise _invalid("the body is not UTF-8 text") from None
     parsed = parse_yaml(text)
     if parsed.problems:
-        errors = [ErrorItem(path="", line=line, message=msg) for line, msg in parsed.problems]
+        errors = [ErrorItem(path="", line=p.line, message=p.message) for p in parsed.problems]
         raise ApiError(422, f"the rule is invalid: {errors[0].message}", errors=errors)
     data = parsed.data
     if isinstance(data, Mapping) and "rules" in data:
