@@ -30,6 +30,8 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     │                                its HTTP status and message
     ├── OrgError                     (engine.tenants.orgs) an operator's request about
     │                                organizations or keys that cannot be done as asked
+    ├── PushError                    (engine.rules_push) a directory's rules cannot be
+    │                                pushed: a file's mistakes, or the API refused
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once

@@ -232,7 +232,9 @@ class RuleIndex:
             return
         stale = [t for t in self._buckets if any(_feeds(k, t) for k in keys)]
         stale_merged = {id(self._buckets[t]) for t in stale}
-        for triple in stale:
+        # A merged bucket is shared by triples the new key does not feed: they lose it
+        # too, or they would keep a bucket that later changes no longer update.
+        for triple in [t for t, b in self._buckets.items() if id(b) in stale_merged]:
             del self._buckets[triple]
         for feeding in [f for f, b in self._merged.items() if id(b) in stale_merged]:
             del self._merged[feeding]

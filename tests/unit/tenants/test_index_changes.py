@@ -82,3 +82,19 @@ def test_a_replaced_rule_keeps_its_place_and_a_removed_one_is_gone():
     index.put(c)
     assert [r.id for r in index.matching({**event, "chain_id": 8453})] == ["a", "c"]
     assert [r.id for r in index.matching({**event, "chain_id": 1})] == ["a"]
+
+
+def test_a_bucket_shared_by_two_kinds_stays_up_to_date_after_one_kind_is_split_off():
+    """Two event kinds share one merged bucket while only catch-all rules exist; a rule on
+    one kind splits it off, and a later change must still reach the other kind's events."""
+    index = RuleIndex()
+    other = {"chain_id": 1, "registry": "other", "event_type": "Registered", "agent_id": 0}
+    identity = {**other, "registry": "identity"}
+    index.put(compile_one("r0", {}, None, True))
+    assert [r.id for r in index.matching(other)] == ["r0"]
+    assert [r.id for r in index.matching(identity)] == ["r0"]
+    index.put(compile_one("r0", {"registry": "identity"}, None, True))
+    assert index.matching(other) == []
+    index.put(compile_one("r0", {}, None, True))
+    assert [r.id for r in index.matching(other)] == ["r0"]
+    assert [r.id for r in index.matching(identity)] == ["r0"]
