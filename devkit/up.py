@@ -2,8 +2,9 @@
 
 Starts, under ``ROOT/.engine/``: a private PostgreSQL and Redis (data kept between runs,
 ports remembered in ``state.json`` and reused while free), the migrations, the local
-webhook receiver and Telegram stand-in (in this process), then ``engine run`` and one
-``engine worker`` as child processes.  Ctrl-C or SIGTERM stops everything it started, in
+webhook receiver and Telegram stand-in (in this process), the ``demo`` organization and
+its key (devkit.demo_org), then ``engine run``, one ``engine worker`` and ``engine api`` as
+child processes.  Ctrl-C or SIGTERM stops everything it started, in
 reverse order.  It must never touch a server it did not start itself.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from devkit.demo_org import demo_org_key, local_secrets_key, tenant_flow_text, write_tenant_rules
 from devkit.localstack import PostgresServer, RedisServer, free_port, port_is_free
 from devkit.receiver import LocalReceiver, serve_receiver
 from rules.errors import EngineError
@@ -58,6 +60,7 @@ class Ports:
     redis: int | None = None
     http: int | None = None
     receiver: int | None = None
+    api: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> Ports:
@@ -149,6 +152,8 @@ def _write_config(
     database_url: str,
     redis_url: str,
     http_port: int,
+    api_port: int,
+    secrets_key: str,
     receiver: LocalReceiver,
 ) -> Path:
     if os.environ.get("TELEGRAM_BOT_TOKEN"):
@@ -166,6 +171,8 @@ def _write_config(
         "redis_url": redis_url,
         "rules": [str(root / "examples" / "rules")],
         "http": {"listen": f"127.0.0.1:{http_port}"},
+        "api": {"listen": f"127.0.0.1:{api_port}"},
+        "secrets_key": secrets_key,
         "telegram": telegram,
         "network": {"allow_private": True},
         # What the example rules read; nothing else of this environment reaches them.
@@ -177,19 +184,24 @@ def _write_config(
     return path
 
 
-def _wait_ready(http_port: int, children: list[Child]) -> bool:
-    """Until /healthz answers 200, a child exits, or the deadline passes."""
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_ready(health_urls: list[str], children: list[Child]) -> bool:
+    """Until every /healthz answers 200, a child exits, or the deadline passes."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    url = f"http://127.0.0.1:{http_port}/healthz"
+    waiting = list(health_urls)
     while time.monotonic() < deadline:
         if _dead_child(children) is not None:
             return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        waiting = [url for url in waiting if not _healthy(url)]
+        if not waiting:
+            return True
         time.sleep(0.2)
     return False
 
@@ -219,6 +231,32 @@ def _banner(**where: str) -> str:
     lines = ["", "trigger-engine is up:"]
     lines += [f"  {name.ljust(width)}  {value}" for name, value in where.items()]
     return "\n".join(lines)
+
+
+def _other_free_port(taken: int) -> int:
+    while (port := free_port()) == taken:
+        pass
+    return port
+
+
+def _local_url(listen: str) -> str:
+    """The URL this machine reaches a ``host:port`` listen address at."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def _users_endpoints(config: Path, env: dict[str, str], secrets_key: str) -> tuple[str | None, str]:
+    """With the user's config: where its ``engine run`` and ``engine api`` listen; and the
+    local ``secrets_key`` when the config has none, so tenant secrets work on our servers."""
+    from engine.config import load_config
+
+    settings = load_config(config, environ=env)
+    if settings.secrets_key is None:
+        env["ENGINE_SECRETS_KEY"] = secrets_key
+    http_url = None if settings.http_listen is None else _local_url(settings.http_listen)
+    return http_url, _local_url(settings.api.listen)
 
 
 def run_up(*, root: Path, config_path: Path | None, demo: bool = False) -> int:
@@ -258,13 +296,19 @@ def _run(cleanup: contextlib.ExitStack, root: Path, config_path: Path | None, de
     receiver: LocalReceiver = serve_receiver(port=_reusable(ports.receiver) or 0)
     cleanup.callback(receiver.stop)
     http_port = _reusable(ports.http) or free_port()
-    Ports(postgres.port, redis_server.port, http_port, receiver.port).save(state)
+    api_port = _reusable(ports.api) or _other_free_port(http_port)
+    Ports(postgres.port, redis_server.port, http_port, receiver.port, api_port).save(state)
 
     from engine.migrate import apply_migrations
 
     database_url = postgres.create_database(DATABASE_NAME, exist_ok=True)
     applied = apply_migrations(database_url)
     _say(f"migrations applied: {', '.join(applied) or 'none new'}")
+    secrets_key = local_secrets_key(home)
+    demo_key = demo_org_key(database_url, home)
+    tenant_rules = write_tenant_rules(
+        home, webhook_url=receiver.webhook_url, chat_id=os.environ.get("TELEGRAM_CHAT_ID")
+    )
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", DEMO_WEBHOOK_ENV: receiver.webhook_url}
     env.setdefault(EXAMPLE_WEBHOOK_ENV, receiver.webhook_url)
@@ -275,44 +319,69 @@ def _run(cleanup: contextlib.ExitStack, root: Path, config_path: Path | None, de
             database_url=database_url,
             redis_url=redis_server.url(),
             http_port=http_port,
+            api_port=api_port,
+            secrets_key=secrets_key,
             receiver=receiver,
         )
         emit_prefix = ""
+        http_url: str | None = f"http://127.0.0.1:{http_port}"
+        api_url = f"http://127.0.0.1:{api_port}"
     else:
         # ENGINE_* variables win over the file: the user's rules, our servers.
         config = config_path.resolve()
         env |= {"ENGINE_DATABASE_URL": database_url, "ENGINE_REDIS_URL": redis_server.url()}
         emit_prefix = f"ENGINE_DATABASE_URL={database_url} "
+        http_url, api_url = _users_endpoints(config, env, secrets_key)
 
     engine_cmd = [sys.executable, "-m", "engine", "--config", str(config)]
-    children = [Child("engine run", [*engine_cmd, "run"]), Child("worker", [*engine_cmd, "worker"])]
+    children = [
+        Child("engine run", [*engine_cmd, "run"]),
+        Child("worker", [*engine_cmd, "worker"]),
+        Child("engine api", [*engine_cmd, "api"]),
+    ]
     cleanup.callback(_stop_children, children)
     for child in children:
         child.start(env=env, cwd=root)
 
-    ready = _wait_ready(http_port, children)
+    health = [f"{url}/healthz" for url in (http_url, api_url) if url is not None]
+    ready = _wait_ready(health, children)
     if (dead := _dead_child(children)) is not None:
         _say(f"{dead.name} exited with status {dead.exit_code()} while starting; stopping")
         return 1
+    engine = Path(sys.executable).parent / "engine"
+    emit = (
+        f"{emit_prefix}{engine} --config {config} emit reputation NewFeedback agent_id=42 score=12"
+    )
+    where = {
+        "postgres": f"{database_url}  (data in {home / 'postgres'})",
+        "redis": f"{redis_server.url()}  (data in {home / 'redis'})",
+        "engine": f"pid {_pid(children[0])}, {http_url or '(http.listen is off)'}/healthz",
+        "worker": f"pid {_pid(children[1])}",
+        "api": f"pid {_pid(children[2])}, {api_url}  (interactive docs: {api_url}/docs)",
+        "demo key": f"{demo_key.text}  (organization demo, editor; kept in {home})",
+        "receiver": f"{receiver.webhook_url}  (deliveries are printed below)",
+        "telegram": f"{receiver.telegram_api_base_url}  (a stand-in that prints messages)",
+        "config": str(config),
+    }
+    # The stand-in answers any bot token; the real Bot API needs the user's own.
+    bot_token = "YOUR_BOT_TOKEN" if os.environ.get("TELEGRAM_BOT_TOKEN") else STAND_IN_BOT_TOKEN
+    flow = tenant_flow_text(
+        engine=str(engine),
+        emit=emit,
+        api_url=api_url,
+        key=demo_key,
+        rules_dir=tenant_rules,
+        bot_token=bot_token,
+    )
     print(
-        _banner(
-            postgres=f"{database_url}  (data in {home / 'postgres'})",
-            redis=f"{redis_server.url()}  (data in {home / 'redis'})",
-            engine=f"pid {_pid(children[0])}, http://127.0.0.1:{http_port}/healthz",
-            worker=f"pid {_pid(children[1])}",
-            receiver=f"{receiver.webhook_url}  (deliveries are printed below)",
-            telegram=f"{receiver.telegram_api_base_url}  (a stand-in that prints messages)",
-            config=str(config),
-        ),
-        f"Emit a demo event:\n  {emit_prefix}{Path(sys.executable).parent / 'engine'} "
-        f"--config {config} emit reputation NewFeedback agent_id=42 score=12",
+        _banner(**where),
+        f"Emit a demo event:\n  {emit}",
+        flow,
         "Stop: Ctrl-C\n",
         sep="\n\n",
         flush=True,
     )
-    _say(
-        "ready" if ready else f"engine run not healthy after {READY_TIMEOUT_S:.0f}s; still waiting"
-    )
+    _say("ready" if ready else f"not healthy after {READY_TIMEOUT_S:.0f}s; still waiting")
 
     if demo:
         stop_demo = threading.Event()

@@ -1,5 +1,6 @@
 """``engine up`` end to end, as a newcomer runs it: ready, a demo event delivered to the
-local receiver, and Ctrl-C leaving no process behind.
+local receiver, the tenant flow the banner prints (the API, the demo organization's key,
+its rules pushed and firing), and Ctrl-C leaving no process behind.
 
 The stack's root is a directory under /tmp (never the repository, whose ``.engine/``
 belongs to the user) holding a link to the repository's ``examples/``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devkit.localstack import pid_alive
@@ -118,6 +121,23 @@ def _banner_pid(output: str, name: str) -> int:
     return int(match.group(1))
 
 
+def _banner_api(output: str) -> tuple[str, str]:
+    """The API's URL and the demo organization's key, as the banner shows them."""
+    api = re.search(r"^\s+api\s+pid \d+, (http://\S+)", output, re.MULTILINE)
+    key = re.search(r"^\s+demo key\s+(te_\S+)", output, re.MULTILINE)
+    assert api and key, f"no API URL or demo key in the banner:\n{output}"
+    return api.group(1), key.group(1)
+
+
+def _banner_command(output: str, words: str) -> list[str]:
+    """The banner's command containing ``words``, run with this interpreter's engine."""
+    line = next((x.strip() for x in output.splitlines() if words in x and "#" not in x), None)
+    assert line, f"no command with {words!r} in the banner:\n{output}"
+    argv = shlex.split(line)
+    assert Path(argv[0]).name == "engine", line
+    return [sys.executable, "-m", "engine", *argv[1:]]
+
+
 def _emit(root: Path, *fields: str) -> subprocess.CompletedProcess[str]:
     config = root / ".engine" / "config.yaml"
     return subprocess.run(
@@ -139,8 +159,32 @@ def test_up_delivers_a_demo_event_and_ctrl_c_stops_every_child(up_root: Path) ->
         assert (up_root / ".engine" / "config.yaml").is_file()
 
         engine_pid, worker_pid = _banner_pid(output, "engine"), _banner_pid(output, "worker")
+        api_pid = _banner_pid(output, "api")
         pids = _descendants(up.proc.pid) | {_postmaster_pid(up_root)}
-        assert {engine_pid, worker_pid} <= pids
+        assert {engine_pid, worker_pid, api_pid} <= pids
+
+        # The tenant flow of the banner: the API answers with the printed key, the
+        # organization stores its bot token and pushes its rules.
+        api, key = _banner_api(output)
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
+        rules = httpx.get(f"{api}/v1/rules", headers=auth, timeout=5)
+        assert rules.status_code == 200, rules.text
+        assert rules.json()["rules"] == []
+        assert httpx.get(f"{api}/v1/rules", timeout=5).status_code == 401
+        stored = httpx.put(
+            f"{api}/v1/secrets/BOT_TOKEN", headers=auth, json={"value": "000000:demo"}, timeout=5
+        )
+        assert stored.status_code == 201, stored.text
+        push = subprocess.run(
+            _banner_command(output, " rules push "),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert push.returncode == 0, push.stdout + push.stderr
+        assert "create     low-feedback" in push.stdout
 
         emitted = _emit(up_root, "reputation", "NewFeedback", "agent_id=42", "score=12")
         assert emitted.returncode == 0, emitted.stderr
@@ -153,11 +197,21 @@ def test_up_delivers_a_demo_event_and_ctrl_c_stops_every_child(up_root: Path) ->
             return (
                 '"rule": "example-agent-id-equals"' in text
                 and "Low score <b>12</b> for agent 42" in text
+                and '"organization": "demo"' in text
+                and "demo organization: score <b>12</b> for agent 42" in text
             )
 
         wait_until(delivered, timeout=DELIVERY_TIMEOUT_S, interval=0.2, what="both deliveries")
         assert "── receiver" in up.output()
         assert "── telegram" in up.output()
+
+        def audit_rows() -> list[dict[str, object]]:
+            page = httpx.get(f"{api}/v1/actions", headers=auth, timeout=5).json()
+            rows: list[dict[str, object]] = page["actions"]
+            return rows if all(r["status"] == "success" for r in rows) else []
+
+        rows = wait_until(audit_rows, timeout=DELIVERY_TIMEOUT_S, what="the audit rows")
+        assert sorted(str(r["action_type"]) for r in rows) == ["rest", "telegram"]
 
         pids |= _descendants(up.proc.pid)
         assert up.interrupt() == 0
@@ -176,6 +230,7 @@ def test_second_up_starts_again_on_the_kept_data(up_root: Path) -> None:
     first = UpProcess(up_root)
     try:
         first.wait_ready()
+        _, first_key = _banner_api(first.output())
         assert _emit(up_root, "identity", "Registered", "agent_id=1").returncode == 0
         assert first.interrupt() == 0
     finally:
@@ -184,6 +239,11 @@ def test_second_up_starts_again_on_the_kept_data(up_root: Path) -> None:
     second = UpProcess(up_root)
     try:
         second.wait_ready()
+        # The key shown once stays valid: the second start shows and accepts the same.
+        api, key = _banner_api(second.output())
+        assert key == first_key
+        answer = httpx.get(f"{api}/v1/rules", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert answer.status_code == 200, answer.text
         status = subprocess.run(
             [
                 sys.executable,
