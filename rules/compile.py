@@ -96,12 +96,14 @@ def compile_rule(
     context_fields = None
     if isinstance(expanded_actions, list):
         state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
+
+        def check() -> bool:
+            check_templates(expanded_actions, per or (), state_keys, sink)
+            return True
+
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
-        sink.share(
-            ("templates checked", actions_key, per, state_keys),
-            lambda: check_templates(expanded_actions, per or (), state_keys, sink) or True,
-        )
+        sink.share(("templates checked", actions_key, per, state_keys), check)
         context_fields = sink.share(
             ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
         )
