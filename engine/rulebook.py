@@ -30,6 +30,7 @@ from engine.config import Settings
 from engine.json_text import to_json
 from rules import LoadResult, Rule, RuleIndex, load_rules
 from rules.errors import RuleError
+from rules.gc_pause import gc_paused
 from rules.loader import check_duplicate_ids
 from rules.loader import rule_files as list_rule_files
 from sql import query
@@ -106,6 +107,10 @@ class RuleBook:
     def load(self) -> LoadResult:
         """Load and compile the rule files (no database): only those modified since the
         last load, the others' rules as that load compiled them."""
+        with gc_paused():
+            return self._load()
+
+    def _load(self) -> LoadResult:
         self._signature = rule_files(self.paths)
         files, errors = list_rule_files(list(self.paths))
         result = LoadResult(errors=errors)

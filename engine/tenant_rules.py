@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from rules import Rule, RuleIndex
+from rules.gc_pause import gc_paused
 from rules.loader import load_tenant_rule
 from sql import query
 
@@ -70,6 +71,13 @@ def compile_stored(
     rows: Sequence[StoredRule], bot_names: Collection[str] | None = None
 ) -> dict[str, Rule | None]:
     """Compile stored rules (CPU only: run it in a thread); None for one that fails."""
+    with gc_paused():
+        return _compile_rows(rows, bot_names)
+
+
+def _compile_rows(
+    rows: Sequence[StoredRule], bot_names: Collection[str] | None
+) -> dict[str, Rule | None]:
     shared: dict[Any, Any] = {}
     compiled: dict[str, Rule | None] = {}
     for row in rows:

@@ -58,8 +58,16 @@ def compile_rule(
     source_line: int,
     bot_names: Collection[str] | None = None,
     timeout_limits_s: Mapping[str, float] | None = None,
+    document_text: str | None = None,
+    engine_id: str | None = None,
+    org_id: int | None = None,
 ) -> Rule | None:
-    """A Rule from one mapping of `rules:`, or None when any mistake was reported."""
+    """A Rule from one mapping of `rules:`, or None when any mistake was reported.
+
+    ``document_text``: ``document_json(raw)`` when the caller has it already.
+    ``engine_id``/``org_id``: an organization's rule's engine-wide id and organization
+    (a file rule's id is the id it was written with).
+    """
     before = sink.count
     check_keys(expanded, RULE_KEYS, sink, (), required=("id", "actions"))
     rule_id = _check_header(expanded, sink)
@@ -73,7 +81,12 @@ def compile_rule(
     stateful = "when" in expanded or "throttle" in expanded
     machine = _compile_machine(expanded, sink) if stateful else None
     raw_actions, expanded_actions = raw.get("actions"), expanded.get("actions")
-    actions_key = _key(raw_actions, expanded_actions)
+    # Nothing expanded (no ${VAR} in the rule): one copy names both.
+    actions_key = (
+        ("as written", _key(raw_actions))
+        if expanded_actions is raw_actions
+        else ("expanded", _key(raw_actions, expanded_actions))
+    )
     actions = sink.share(
         ("actions", actions_key),
         lambda: compile_actions(
@@ -82,8 +95,15 @@ def compile_rule(
     )
     context_fields = None
     if isinstance(expanded_actions, list):
-        state_keys = [c.key for c in machine.conditions] if machine is not None else []
-        check_templates(expanded_actions, per or (), state_keys, sink)
+        state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
+
+        def check() -> bool:
+            check_templates(expanded_actions, per or (), state_keys, sink)
+            return True
+
+        # Checked once per distinct (actions, per, state): a clean check is all it keeps,
+        # so a rule with a template mistake is always checked, and reported, itself.
+        sink.share(("templates checked", actions_key, per, state_keys), check)
         context_fields = sink.share(
             ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
         )
@@ -98,7 +118,7 @@ def compile_rule(
     read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
     event_fields = None if read is None else sink.share(("event_fields", read), lambda: read)
     return Rule(
-        id=rule_id,
+        id=rule_id if engine_id is None else engine_id,
         description=expanded.get("description"),
         owner=expanded.get("owner"),
         enabled=expanded.get("enabled", True),
@@ -107,7 +127,7 @@ def compile_rule(
         actions=actions,
         source_file=source_file,
         source_line=source_line,
-        document_json=document_json(raw),
+        document_json=document_json(raw) if document_text is None else document_text,
         content_hash=hashlib.sha256(canonical_json(raw).encode()).hexdigest(),
         logic_hash=hashlib.sha256(canonical_json(logic).encode()).hexdigest(),
         stateful=stateful,
@@ -119,6 +139,7 @@ def compile_rule(
         machine=machine,
         context_fields=context_fields,
         event_fields=event_fields,
+        org_id=org_id,
     )
 
 

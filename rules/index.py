@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from rules.fields import EVENT_FIELDS, ON_KEYS, fold_hex
+from rules.gc_pause import gc_paused
 from rules.matchers import Predicate
 from rules.model import Rule, on_value
 
@@ -144,6 +145,10 @@ class RuleIndex:
     """Enabled rules indexed for fast matching; changed one rule at a time."""
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        with gc_paused():
+            self._build(rules)
+
+    def _build(self, rules: Iterable[Rule]) -> None:
         # id -> (load order, rule): the enabled rules.  A replaced rule keeps its order.
         self._by_id: dict[str, tuple[int, Rule]] = {}
         self._next_order = 0

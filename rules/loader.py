@@ -7,7 +7,6 @@ loading goes on, so `engine check` reports everything at once.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from typing import Any
 from rules.compile import compile_rule, rule_id_of
 from rules.envsubst import DisallowedVariableError, UnsetVariableError, expand_env
 from rules.errors import RuleError
-from rules.model import Rule
+from rules.gc_pause import gc_paused
+from rules.model import Rule, document_json
 from rules.reporting import Problems, shown
 from rules.yaml_source import MAX_ALIASED_VALUES, MAX_FILE_BYTES, LineMap, parse_yaml
 
@@ -101,7 +101,8 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(RuleError(f"cannot read the file: {exc}", file=file))
             continue
-        result.extend(_load_text(text, file, environ, limits, shared, max_aliased_values))
+        with gc_paused():
+            result.extend(_load_text(text, file, environ, limits, shared, max_aliased_values))
     if check_ids:
         check_duplicate_ids(result)
     return result
@@ -142,10 +143,10 @@ def load_tenant_rule(
     source = f"org {org_id} rule {engine_id.partition('/')[2] or engine_id}"
     sink = Problems(source, LineMap(), shared={} if shared is None else shared)
     limits = _DeploymentLimits(bot_names, timeout_limits_s)
-    rule = _load_rule(document, (), sink, source, {}, limits)
+    rule = _load_rule(document, (), sink, source, {}, limits, engine_id=engine_id, org_id=org_id)
     if rule is None:
         return None, sink.errors
-    return dataclasses.replace(rule, id=engine_id, org_id=org_id), []
+    return rule, []
 
 
 def _load_text(
@@ -193,6 +194,9 @@ def _load_rule(
     source: str,
     environ: Mapping[str, str],
     limits: _DeploymentLimits,
+    *,
+    engine_id: str | None = None,
+    org_id: int | None = None,
 ) -> Rule | None:
     sink = file_sink.rule(base, rule_id_of(raw))
     if not isinstance(raw, Mapping):
@@ -210,7 +214,9 @@ def _load_rule(
             f"(set it, or write ${{{exc.name}:-default}})",
         )
 
-    expanded = expand_env(raw, environ, on_error=unset)
+    text = document_json(raw)
+    # Without `${` in its text, expanding would copy the rule unchanged.
+    expanded = expand_env(raw, environ, on_error=unset) if "${" in text else raw
     line = file_sink.lines.line_of(base) or 0
     rule = compile_rule(
         raw,
@@ -220,6 +226,9 @@ def _load_rule(
         source_line=line,
         bot_names=limits.bot_names,
         timeout_limits_s=limits.timeouts_s,
+        document_text=text,
+        engine_id=engine_id,
+        org_id=org_id,
     )
     return rule if sink.count == before else None
 

@@ -8,13 +8,13 @@ of matchers so one rule cannot make every event expensive.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from rules.fields import EVENT_FIELDS, fold_hex, suggest
 from rules.matchers import Predicate, all_of, compile_field, operand_ok
+from rules.model import document_json
 from rules.reporting import Problems, shown
 from rules.yaml_source import Path
 
@@ -102,7 +102,7 @@ class _WhereCompiler:
                 self.sink.at(path, f"the rule has more than {MAX_MATCHERS} matchers; split it")
             return _never
         # Equal matchers of different rules share one closure (agent_id: 42 in ten rules).
-        share_key = ("field", key, json.dumps(value, ensure_ascii=False))
+        share_key = ("field", key, document_json(value))
         compiled = self.sink.share(
             share_key, lambda: compile_field(key, kind, value, self.sink, path)
         )
@@ -138,7 +138,7 @@ def compile_where(spec: Any, sink: Problems, path: Path = ("where",)) -> Compile
             None
             if rest is None
             else scratch.share(
-                ("residual", json.dumps(rest, ensure_ascii=False)),
+                ("residual", document_json(rest)),
                 lambda: _WhereCompiler(scratch).items(rest, path, 0),
             )
         )
