@@ -177,8 +177,9 @@ class Progress:
 
 
 def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
-    environ = settings.rules_environ()
-    loaded = load_rules([args.file], environ=environ, bot_names=settings.bot_names)
+    loading = settings.rule_loading()
+    environ = loading["environ"]
+    loaded = load_rules([args.file], **loading)
     for error in loaded.errors:
         print(error, file=sys.stderr)
     if loaded.errors:

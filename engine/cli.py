@@ -86,12 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rules import load_rules
 
     settings = settings_of(args)
-    result = load_rules(
-        list(settings.rules),
-        environ=settings.rules_environ(),
-        bot_names=settings.bot_names,
-        timeout_limits_s=settings.action_timeout_limits_s,
-    )
+    result = load_rules(list(settings.rules), **settings.rule_loading())
     for error in result.errors:
         print(error, file=sys.stderr)
     if result.errors:
@@ -149,11 +144,9 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     from rules import format_rule_test_report, load_rules, run_rule_tests
 
     settings = settings_of(args)  # rules_env applies to the files given too
-    if args.files:
-        paths, bots = list(args.files), None
-    else:
-        paths, bots = list(settings.rules), settings.bot_names
-    loaded = load_rules(paths, environ=settings.rules_environ(), bot_names=bots)
+    # Files given alone may name bots of another deployment's config.
+    paths = list(args.files) if args.files else list(settings.rules)
+    loaded = load_rules(paths, **settings.rule_loading(check_bots=not args.files))
     for error in loaded.errors:
         print(error, file=sys.stderr)
     if loaded.errors:

@@ -37,6 +37,7 @@ TOP_LEVEL_KEYS = (
     "api",
     "tenants",
     "secrets_key",
+    "rule_files",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -163,6 +164,15 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class RuleFileLimits:
+    """``rule_files:`` section: bounds on what loading one rule file may cost."""
+
+    # Values one rule (or one `x-…` key) may get through YAML aliases: a few hundred bytes
+    # of aliases can otherwise stand for millions of values.
+    max_aliased_values: int = 10_000
+
+
+@dataclass(frozen=True)
 class TenantSettings:
     """``tenants:`` section: what an organization gets when its own column is NULL."""
 
@@ -183,6 +193,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    rule_files: RuleFileLimits = field(default_factory=RuleFileLimits)
     # Urlsafe base64 of 32 bytes sealing tenants' secrets; None: secrets cannot be stored
     # nor used (engine.tenants.secrets_box says so when asked).
     secrets_key: str | None = None
@@ -192,6 +203,18 @@ class Settings:
     @property
     def bot_names(self) -> frozenset[str]:
         return frozenset(self.actions.telegram_bots)
+
+    def rule_loading(self, *, check_bots: bool = True) -> dict[str, Any]:
+        """What loading rule files takes from the config, the same for every command that
+        loads them (``load_rules`` keywords): the environment ``rules_env`` lets rules
+        read, the bots (``check_bots`` False: any bot name is accepted), the longest
+        action timeouts and the YAML alias bound."""
+        return {
+            "environ": self.rules_environ(),
+            "bot_names": self.bot_names if check_bots else None,
+            "timeout_limits_s": self.action_timeout_limits_s,
+            "max_aliased_values": self.rule_files.max_aliased_values,
+        }
 
     def is_sensitive_variable(self, name: str) -> bool:
         """The engine's own settings, the config file's variables, credential-like names."""
@@ -451,6 +474,7 @@ def _build(
         api=read.section(ApiSettings, "api"),
         rules_env=_rules_env(read),
         tenants=read.section(TenantSettings, "tenants"),
+        rule_files=read.section(RuleFileLimits, "rule_files"),
         secrets_key=_secrets_key(read),
         config_variables=config_variables,
         source=source,

@@ -33,6 +33,7 @@ from rules.errors import RuleError
 from rules.gc_pause import gc_paused
 from rules.loader import check_duplicate_ids
 from rules.loader import rule_files as list_rule_files
+from rules.yaml_source import MAX_ALIASED_VALUES
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class RuleBook:
     environ: Mapping[str, str] = field(default_factory=lambda: Settings().rules_environ())
     bot_names: frozenset[str] | None = None
     timeout_limits_s: Mapping[str, float] | None = None  # the worker's, per action kind
+    max_aliased_values: int = MAX_ALIASED_VALUES  # YAML alias expansion, per rule
     index: RuleIndex | None = None
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
@@ -95,14 +97,9 @@ class RuleBook:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RuleBook:
-        """The rule book of ``settings``: its rule paths, bots, action timeout limits, and
-        what ``rules_env`` lets rules read of this process's environment."""
-        return cls(
-            paths=settings.rules,
-            environ=settings.rules_environ(),
-            bot_names=settings.bot_names,
-            timeout_limits_s=settings.action_timeout_limits_s,
-        )
+        """The rule book of ``settings``: its rule paths, and what loading them takes
+        from the config (``Settings.rule_loading``)."""
+        return cls(paths=settings.rules, **settings.rule_loading())
 
     def load(self) -> LoadResult:
         """Load and compile the rule files (no database): only those modified since the
@@ -127,6 +124,7 @@ class RuleBook:
                         environ=self.environ,
                         bot_names=self.bot_names,
                         timeout_limits_s=self.timeout_limits_s,
+                        max_aliased_values=self.max_aliased_values,
                         shared=shared,
                         check_ids=False,
                     ),

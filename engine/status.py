@@ -90,12 +90,7 @@ def _rule_file_errors(settings: Settings) -> list[str]:
     from rules import load_rules
 
     try:
-        result = load_rules(
-            list(settings.rules),
-            environ=settings.rules_environ(),
-            bot_names=settings.bot_names,
-            timeout_limits_s=settings.action_timeout_limits_s,
-        )
+        result = load_rules(list(settings.rules), **settings.rule_loading())
     except Exception as exc:  # a status report must not die of a rule problem
         return [f"cannot load the rule files: {exc}"]
     return [str(error) for error in result.errors]

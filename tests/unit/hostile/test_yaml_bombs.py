@@ -79,3 +79,24 @@ def test_the_cap_is_a_parameter_and_plain_rules_fit_under_it() -> None:
     tight = load_rules_text(text, "f.yaml", environ={}, max_aliased_values=0)
     assert tight.rules == []
     assert "rule 'shared': the rule expands to more than 0 values through" in str(tight.errors[0])
+
+
+def test_the_cap_comes_from_the_config_for_every_command(tmp_path) -> None:
+    from engine.config import load_config
+    from rules import load_rules
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "x-defaults: &defaults {registry: reputation}\n"
+        "rules:\n"
+        "  - id: shared\n"
+        "    on: *defaults\n"
+        "    actions: [{rest: {url: 'http://127.0.0.1:1/x', body: {a: '{{ rule.id }}'}}}]\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rules: [{rules}]\nrule_files: {{max_aliased_values: 1}}\n")
+    settings = load_config(config, environ={})
+    assert settings.rule_files.max_aliased_values == 1
+    loaded = load_rules(list(settings.rules), **settings.rule_loading())
+    assert loaded.rules == []
+    assert "more than 1 values through YAML aliases" in str(loaded.errors[0])
