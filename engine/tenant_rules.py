@@ -142,11 +142,12 @@ class TenantRules:
         self._resets: set[str] = set()  # ids whose state goes, until a batch commits
         self._generation = 0  # a refresh begun before load_all publishes nothing
         self._refreshing = asyncio.Lock()
+        self._compiling = False
 
     @property
-    def refreshing(self) -> bool:
-        """Whether a refresh (reading and compiling changes) is under way."""
-        return self._refreshing.locked()
+    def compiling(self) -> bool:
+        """Whether changes read by a refresh are being compiled (in its thread) now."""
+        return self._compiling
 
     async def load_all(self, conn: asyncpg.Connection) -> list[Rule]:
         """Every organization's rule, compiled, as of one snapshot; sets ``last_seq``."""

@@ -184,12 +184,12 @@ async def test_a_rule_committed_while_its_changes_compile_is_applied_to_events_a
         await asyncio.to_thread(insert_events, database_url, [feedback(1)])
 
         async def compiling() -> bool:
-            return daemon.tenants.refreshing
+            return daemon.tenants.compiling
 
         await wait_for(compiling, "the changes to compile")
         await put_rules(writer, org, [rule_document("late", 7)])
         await asyncio.to_thread(insert_events, database_url, [feedback(7)])
-        assert daemon.tenants.refreshing, "the compile ended too soon to show anything"
+        assert daemon.tenants.compiling, "the compile ended too soon to show anything"
         # The event before the changes waits for them too: evaluation does not run ahead.
         assert daemon.stats.events == 0
 
