@@ -202,7 +202,13 @@ class TenantRules:
             compiled: dict[str, Rule | None] = {}
             if changes.upserts:
                 started = time.perf_counter()
-                compiled = await asyncio.to_thread(compile_stored, changes.upserts, self.bot_names)
+                self._compiling = True
+                try:
+                    compiled = await asyncio.to_thread(
+                        compile_stored, changes.upserts, self.bot_names
+                    )
+                finally:
+                    self._compiling = False
                 self.stats.compile.add(time.perf_counter() - started)
             if generation != self._generation:
                 return 0  # load_all ran meanwhile: it read everything this did
