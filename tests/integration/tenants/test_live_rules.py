@@ -179,7 +179,7 @@ async def test_a_rule_committed_while_its_changes_compile_is_applied_to_events_a
     )
     writer = await asyncpg.connect(database_url)
     try:
-        many = [rule_document(f"filler-{n}", 1_000_000 + n) for n in range(3000)]
+        many = [rule_document(f"filler-{n}", 1_000_000 + n) for n in range(6000)]
         async with writer.transaction():  # one commit: one compile of them all
             await put_rules(writer, org, many)
 
@@ -187,7 +187,10 @@ async def test_a_rule_committed_while_its_changes_compile_is_applied_to_events_a
             return daemon.tenants.compiling
 
         await wait_for(compiling, "the changes to compile")
-        await put_rules(writer, org, [rule_document("late", 7)])
+        # With more changes, so that their compile leaves a batch time to run before it.
+        more = [rule_document(f"filler-{n}", 1_000_000 + n) for n in range(6000, 7000)]
+        async with writer.transaction():
+            await put_rules(writer, org, [rule_document("late", 7), *more])
         await asyncio.to_thread(insert_events, database_url, [feedback(7)])
         assert daemon.tenants.compiling, "the compile ended too soon to show anything"
         assert daemon.stats.events == 0
@@ -197,7 +200,7 @@ async def test_a_rule_committed_while_its_changes_compile_is_applied_to_events_a
 
         await wait_for(evaluated, "both events")
         assert await fired_agents(conn, f"{org}/late") == [7]
-        assert len(daemon.tenants.ids) == 3001
+        assert len(daemon.tenants.ids) == 7001
         assert daemon.stats.restarts == 0
     finally:
         await writer.close()
