@@ -277,3 +277,50 @@ async def test_a_thousand_rule_changes_while_events_flow(
         assert await fired_agents(conn, f"{org}/r-999"), "the last rule written never fired"
     finally:
         await stop_daemon(daemon, running)
+
+
+async def test_the_batch_applying_a_logic_change_deletes_the_rules_state_again(
+    tmp_path: Path, database_url: str, redis_url: str, conn: asyncpg.Connection, org: int
+) -> None:
+    """A state left behind after the API's reset (a batch stepping the old rule wrote it
+    back, here: a write that skips the API's delete) is gone once the change is applied;
+    a change of the actions only keeps the state."""
+    trigger_id = f"{org}/counting"
+
+    def counting(at_least: int, hook: str = HOOK) -> dict[str, object]:
+        return rule_document(
+            "counting",
+            7,
+            per="agent_id",
+            when={"count": {"within": "1h", "at_least": at_least}},
+            actions=[{"rest": {"url": hook}}],
+        )
+
+    async def states() -> int:
+        found: int = await conn.fetchval(
+            "SELECT count(*) FROM trigger_state WHERE trigger_id = $1", trigger_id
+        )
+        return found
+
+    await put_rules(conn, org, [counting(5)])
+    daemon, running = await start_daemon(tmp_path, database_url, redis_url)
+    try:
+
+        async def evaluated(n: int) -> bool:
+            return daemon.stats.events >= n
+
+        await asyncio.to_thread(insert_events, database_url, [feedback(7)])
+        await wait_for(lambda: evaluated(1), "the first event")
+        assert await states() == 1
+
+        await put_rules(conn, org, [counting(5, hook="http://127.0.0.1:9/other")])
+        await asyncio.to_thread(insert_events, database_url, [feedback(8)])
+        await wait_for(lambda: evaluated(2), "the event after the actions changed")
+        assert await states() == 1, "a change of the actions only must keep the state"
+
+        await put_rules(conn, org, [counting(6)])
+        await asyncio.to_thread(insert_events, database_url, [feedback(8)])
+        await wait_for(lambda: evaluated(3), "the event after the logic changed")
+        assert await states() == 0, "the old rule's state outlived the change of its logic"
+    finally:
+        await stop_daemon(daemon, running)
