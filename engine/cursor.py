@@ -60,10 +60,17 @@ class Cursor:
         return self.position
 
     async def read_and_advance(
-        self, conn: asyncpg.Connection, limit: int, columns: tuple[str, ...] | None = None
+        self,
+        conn: asyncpg.Connection,
+        limit: int,
+        columns: tuple[str, ...] | None = None,
+        *,
+        horizon: str | None = None,
     ) -> tuple[list[asyncpg.Record], CursorPosition | None]:
         """Read the next rows (``columns`` of them, None: all) and advance the cursor past
         them, inside the caller's transaction; the rows and the position after them.
+        ``horizon``: a transaction id (text) to read below, lower than the gap-safe bound
+        (engine.tenant_rules says why); None: the gap-safe bound alone.
 
         The caller sets ``position`` once its transaction has committed.  The advance
         takes the cursor row's lock: a concurrent engine blocks on it and then finds the
@@ -71,7 +78,7 @@ class Cursor:
         """
         assert self.position is not None, "load first"
         start = self.position
-        rows = await conn.fetch(read_batch_query(columns), start.txid, start.seq, limit)
+        rows = await conn.fetch(read_batch_query(columns), start.txid, start.seq, limit, horizon)
         if not rows:
             return [], None
         end = CursorPosition(txid=rows[-1]["_txid"], seq=rows[-1]["_seq"])

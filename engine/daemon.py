@@ -8,10 +8,10 @@ for an outage.
 
 Rule files are compiled in a thread, never on the event loop: evaluation and /healthz
 go on with the current rules meanwhile, and the changed rules are put into the index
-between two batches, never in the middle of one.  The organizations' rules are followed
-inside each batch's transaction (engine.tenant_rules): a change committed before an
-event is applied before that event is evaluated; meanwhile a background task compiles
-new changes ahead, so a batch mostly finds them ready.
+between two batches, never in the middle of one.  The organizations' rule changes are
+compiled by a background task (engine.tenant_rules) and applied by each batch, inside its
+transaction, to exactly the events they cover: a change committed before an event is
+applied before that event is evaluated, and no batch waits for a compile.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class DaemonStats:
     skipped: int = 0  # rows whose evaluation could not be recorded
     quota_exceeded: int = 0  # firings held back by their organization's quota
     batches: int = 0
+    restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
 
@@ -153,7 +154,7 @@ class Daemon:
             self._tasks = [
                 asyncio.create_task(self.listener.run(), name="listener"),
                 asyncio.create_task(self._watch_rules(), name="rule-watch"),
-                asyncio.create_task(self._prefetch_tenant_rules(), name="tenant-rules"),
+                asyncio.create_task(self._follow_tenant_rules(), name="tenant-rules"),
             ]
             await self._loop()
         except asyncio.CancelledError:
@@ -206,6 +207,7 @@ class Daemon:
                     continue
                 self.doorbell.clear()
                 self.rules_staged.clear()
+                self.tenants.published.clear()
                 await self._drain()
                 await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
@@ -243,7 +245,7 @@ class Daemon:
     async def _wake(self) -> None:
         waits = {
             asyncio.create_task(event.wait())
-            for event in (self.stopping, self.doorbell, self.rules_staged)
+            for event in (self.stopping, self.doorbell, self.rules_staged, self.tenants.published)
         }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -281,16 +283,22 @@ class Daemon:
             except Exception:  # a bug in a reload must not end the watch
                 log.exception("rule reload failed; the current rules keep running")
 
-    async def _prefetch_tenant_rules(self) -> None:
-        """While leading: compile the organizations' new rule changes ahead of the batch
-        that will apply them, and read their quotas now and then."""
+    async def _follow_tenant_rules(self) -> None:
+        """While leading: compile the organizations' rule changes as soon as a batch
+        meets one not compiled (``tenants.wanted``), and every ``rules_watch_interval_s``
+        ahead of the batches; read their quotas now and then."""
+        tenants = self.tenants
         while True:
-            await asyncio.sleep(self.settings.engine.rules_watch_interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    tenants.wanted.wait(), self.settings.engine.rules_watch_interval_s
+                )
+            tenants.wanted.clear()
             if not self.stats.is_leader or self.pool is None:
                 continue
             try:
                 async with self.pool.acquire() as conn:
-                    await self.tenants.prefetch(conn)
+                    await tenants.refresh(conn)
                     if time.monotonic() >= self._next_quota_refresh:
                         rows = await conn.fetch(query("org_firing_quotas"))
                         self.evaluator.quota.limits = {
@@ -298,9 +306,12 @@ class Daemon:
                         }
                         self._next_quota_refresh = time.monotonic() + QUOTA_REFRESH_S
             except _DB_ERRORS as exc:
-                log.debug("rule change prefetch failed", extra={"error": str(exc)})
-            except Exception:  # a bug here must not end the task: batches compile anyway
-                log.exception("rule change prefetch failed")
+                log.warning("rule changes not compiled; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(self.settings.engine.reconnect_min_s)
+                tenants.wanted.set()  # the batches still wait for these changes
+            except Exception:  # a bug here must not end the task: the next wake retries
+                log.exception("rule changes not compiled")
+                await asyncio.sleep(self.settings.engine.reconnect_min_s)
 
     async def _take_all_rules(self) -> None:
         """On taking the lead: the staged file rules and every organization's rule, in a
@@ -406,6 +417,7 @@ class Daemon:
         s.future_events += result.future_events
         s.quota_exceeded += result.quota_exceeded
         s.batches += 1
+        s.restarts += result.restarts
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 

@@ -33,7 +33,7 @@ from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
 from engine.state_store import StateKey, States, load_states, save_states
-from engine.tenant_rules import RulesChangedDuringRead, TenantRules
+from engine.tenant_rules import TenantRules
 from engine.unusual_rows import unusual_rows
 from rules import Rule, RuleIndex, Step, build_context, event_time
 from sql import query
@@ -67,7 +67,7 @@ class BatchResult:
     unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
     future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
     quota_exceeded: int = 0  # firings held back by their organization's quota
-    restarts: int = 0  # times the batch started over for a rule change (tenant_rules)
+    restarts: int = 0  # times the batch started over (evaluated again with the INSERT)
     action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
     last_event_timestamp: int | None = None
 
@@ -118,9 +118,8 @@ class Evaluator:
         whole and is evaluated again with the INSERT, which skips it.
 
         With ``tenants``, ``index`` is kept up to date with the organizations' rules in the
-        batch's transaction (engine.tenant_rules has the reasoning): their changes are
-        applied before the events are read, and a batch that sees one more before it
-        commits rolls back and starts over.
+        batch's transaction (engine.tenant_rules has the reasoning): the compiled changes
+        are applied before the events are read, and only the events they cover are read.
         """
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
@@ -131,8 +130,6 @@ class Evaluator:
                 result = await self._run_batch(conn, index, limit, copy=copy, tenants=tenants)
             except EventWrittenTwice:
                 copy = False
-                continue
-            except RulesChangedDuringRead:
                 restarts += 1
                 continue
             result.restarts = restarts
@@ -149,17 +146,16 @@ class Evaluator:
     ) -> BatchResult:
         result = BatchResult()
         async with conn.transaction():
-            if tenants is not None:
-                await tenants.catch_up(conn, index)
-            rows, end = await self.cursor.read_and_advance(conn, limit, index.event_fields)
-            if not rows:
-                return result
-            await self._evaluate(conn, rows, index, result, copy=copy)
-            # Last, so that it also covers a rule whose state the API reset while this
-            # batch stepped the old state.
-            if tenants is not None and await tenants.changed_since(conn):
-                raise RulesChangedDuringRead
-        self.cursor.position = end
+            horizon = await tenants.apply(conn, index) if tenants is not None else None
+            rows, end = await self.cursor.read_and_advance(
+                conn, limit, index.event_fields, horizon=horizon
+            )
+            if rows:
+                await self._evaluate(conn, rows, index, result, copy=copy)
+        if tenants is not None:
+            tenants.committed()
+        if end is not None:
+            self.cursor.position = end
         return result
 
     async def _evaluate(

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from engine.tenant_rules import TIMING_BUCKETS_S, Timings
 from sql import query
 
 if TYPE_CHECKING:
@@ -94,8 +95,34 @@ class DaemonCollector(Collector):
                 s.enqueue_failures,
             ),
             ("engine_listener_reconnects", "Listener reconnects", d.listener.reconnects),
+            (
+                "engine_batches_restarted",
+                "Batches rolled back and evaluated again (an event id written twice)",
+                s.restarts,
+            ),
+            (
+                "engine_rule_changes_applied",
+                "Organizations' rule changes put into the index",
+                d.tenants.stats.applied,
+            ),
+            (
+                "engine_batches_behind_rule_compile",
+                "Batches that read only the events older than rule changes still compiling",
+                d.tenants.stats.behind_compile,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        yield _timings_histogram(
+            "engine_rule_change_apply_seconds",
+            "Time a batch spent putting organizations' rule changes into the index, per batch"
+            " that applied some",
+            d.tenants.stats.apply,
+        )
+        yield _timings_histogram(
+            "engine_rule_change_compile_seconds",
+            "Time compiling organizations' rule changes off the evaluation loop, per compile",
+            d.tenants.stats.compile,
+        )
         yield GaugeMetricFamily(
             "engine_leader", "1 when this process evaluates", value=int(s.is_leader)
         )
@@ -130,6 +157,17 @@ class DaemonCollector(Collector):
             actions.add_metric([row["action_type"], row["status"]], row["n"])
         yield actions
         yield _duration_histogram(self.durations)
+
+
+def _timings_histogram(name: str, doc: str, timings: Timings) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound, n in zip(TIMING_BUCKETS_S, timings.counts, strict=False):
+        cumulative += n
+        buckets.append((str(bound), cumulative))
+    buckets.append(("+Inf", sum(timings.counts)))
+    family = HistogramMetricFamily(name, doc)
+    family.add_metric([], buckets, sum_value=timings.total_s)
+    return family
 
 
 def _duration_histogram(rows: list[Any]) -> HistogramMetricFamily:

@@ -1,30 +1,40 @@
 """Organizations' rules (``triggers`` rows with an org_id), followed through ``trigger_changes``.
 
 The boundary, what the API promises: a rule written (or deleted) through the API is
-evaluated (or not) for every event committed after the API answered.  How the daemon
-keeps it, inside each batch's transaction:
+evaluated (or not) for every event committed after the API answered.  Rule changes are
+compiled off the evaluation loop and a batch never waits for them, nor starts over:
 
-1. ``catch_up`` reads ``trigger_changes WHERE seq > last`` and applies them, before
-   the batch reads its events.  Changes are numbered in commit order
-   (sql/005_quota.sql), so a change seen means no lower number is still to come.
-2. The batch reads its events (the gap-safe cursor: committed transactions only).
-3. ``changed_since`` asks again.  READ COMMITTED gives each statement a new snapshot:
-   an event read in step 2 committed before that read, a change committed before the
-   event is therefore visible to step 3, and a batch that finds one rolls back and
-   starts over (from step 1).  Without step 3, a change committing between steps 1
-   and 2 would miss the events committed right after it.
+1. ``refresh`` (a background task, compiling in a thread) reads a *horizon* first: the
+   xmin of a snapshot, below which every transaction had finished when it was taken.
+   Then, in a later statement, the changes numbered after the last one it read: every
+   change committed before the horizon's snapshot is among them.  It compiles them and
+   publishes them with their last number and the horizon.
+2. A batch (``apply``, inside its transaction, before it reads events) asks in one
+   statement for a fresh horizon and whether a change is numbered after the published
+   ones.  None: the batch may read every event below the fresh horizon.  Some: it reads
+   only below the published horizon, and the events after it wait for the next compile
+   (``wanted`` wakes it).  Either way it first applies every published change.
+3. Why that is enough: an event below a horizon committed before that horizon's snapshot;
+   a change committed before the event did too, so it is published and applied.  Changes
+   are numbered in commit order (sql/005_quota.sql): a change seen means no lower number
+   is still to come.
+
+A change committed while a batch runs is for a later batch.  A rule whose where, when
+or per changed starts with no state: the API deletes it in its own transaction, but a
+batch stepping the old rule can commit after that delete and write it back, so the batch
+that applies the change deletes the rule's state again, before it loads any.
 
 A stored rule that no longer compiles (the compiler got stricter in an upgrade) is
-logged and left out; it never stops the daemon.  Compiling runs in a thread, and
-changes are compiled ahead of the batches that need them (``prefetch``), so a batch
-mostly finds them ready.
+logged and left out; it never stops the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Changes read per statement; a burst of more is read in several.
 CHANGES_PAGE = 5000
-#: Compiled-ahead rules kept at most (by id and content hash); beyond it the oldest go.
-MAX_PREFETCHED = 20_000
-
-
-class RulesChangedDuringRead(Exception):
-    """A rule change committed while a batch read its events: the batch starts over."""
+#: Upper bounds (seconds) of the rule-change timings on /metrics: applying one change to
+#: the index costs well under a millisecond, a burst of compiles can take seconds.
+TIMING_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,43 @@ class StoredRule:
     org_id: int
     document: str
     content_hash: str
+    logic_hash: str | None
 
 
 @dataclass
 class RuleChanges:
-    """What changed after ``last_seq``: rules to put (compiled) and ids to remove."""
+    """What changed after ``last_seq``: rules to put and ids to remove."""
 
     upserts: list[StoredRule] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     last_seq: int = 0
+
+
+@dataclass
+class Timings:
+    """A histogram of durations (seconds), as /metrics shows it."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(TIMING_BUCKETS_S) + 1))
+    total_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(TIMING_BUCKETS_S, seconds)] += 1
+        self.total_s += seconds
+
+
+@dataclass
+class FollowStats:
+    """What /metrics reports of the following of organizations' rules."""
+
+    applied: int = 0  # rule changes put into the index
+    behind_compile: int = 0  # batches that read only the events below the published horizon
+    apply: Timings = field(default_factory=Timings)  # per batch applying changes
+    compile: Timings = field(default_factory=Timings)  # per refresh compiling changes
+
+
+#: A published change: the row and its compiled rule (None: it does not compile), or
+#: None for a deleted rule.
+_Ready = tuple[StoredRule, Rule | None] | None
 
 
 def compile_stored(
@@ -103,21 +138,40 @@ class TenantRules:
 
     def __init__(self, bot_names: Collection[str] | None = None) -> None:
         self.bot_names = bot_names
-        self.last_seq: int | None = None  # None: not loaded (not leading yet)
+        self.last_seq: int | None = None  # applied up to; None: not loaded (not leading)
         self.ids: set[str] = set()  # tenant rules in the index
-        self._prefetched: dict[tuple[str, str], Rule | None] = {}
-        self._prefetch_seq = 0
+        self.stats = FollowStats()
+        self.wanted = asyncio.Event()  # a batch met changes not compiled yet
+        self.published = asyncio.Event()  # compiled changes (or a newer horizon) to apply
+        self._logic: dict[str, str | None] = {}  # id -> logic hash in the index
+        self._ready: dict[str, _Ready] = {}  # compiled, not applied yet; latest per rule
+        self._ready_seq = 0
+        self._ready_horizon: str | None = None
+        self._resets: set[str] = set()  # ids whose state goes, until a batch commits
+        self._generation = 0  # a refresh begun before load_all publishes nothing
+        self._refreshing = asyncio.Lock()
+        self._compiling = False
+
+    @property
+    def compiling(self) -> bool:
+        """Whether changes read by a refresh are being compiled (in its thread) now."""
+        return self._compiling
 
     async def load_all(self, conn: asyncpg.Connection) -> list[Rule]:
         """Every organization's rule, compiled, as of one snapshot; sets ``last_seq``."""
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            horizon = await conn.fetchval(query("tenant_horizon"))
             last = await conn.fetchval(query("tenant_changes_last"))
             rows = [_stored(r) for r in await conn.fetch(query("tenant_rules_all"))]
         compiled = await asyncio.to_thread(compile_stored, rows, self.bot_names)
         rules = [rule for rule in compiled.values() if rule is not None]
         self.ids = {rule.id for rule in rules}
-        self.last_seq = self._prefetch_seq = int(last)
-        self._prefetched.clear()
+        self._logic = {row.id: row.logic_hash for row in rows}
+        self.last_seq = self._ready_seq = int(last)
+        self._ready_horizon = horizon
+        self._ready.clear()
+        self._resets.clear()
+        self._generation += 1
         log.info("organizations' rules loaded", extra={"rules": len(rules)})
         return rules
 
@@ -143,71 +197,86 @@ class TenantRules:
                 changes.upserts.append(stored)
         return changes
 
-    async def catch_up(self, conn: asyncpg.Connection, index: RuleIndex) -> int:
-        """Apply to ``index`` every change committed after ``last_seq``; how many rules
-        changed.  Call it inside the batch's transaction, before the events are read."""
+    async def refresh(self, conn: asyncpg.Connection) -> int:
+        """Read and compile (in a thread) the changes after the published ones, then
+        publish them with a new horizon (module docstring, step 1); how many changed.
+        Touches nothing a batch reads until it publishes, on the event loop."""
+        async with self._refreshing:
+            if self.last_seq is None:
+                return 0
+            generation = self._generation
+            horizon = await conn.fetchval(query("tenant_horizon"))  # before the changes
+            changes = await self.read_changes(conn, self._ready_seq)
+            compiled: dict[str, Rule | None] = {}
+            if changes.upserts:
+                started = time.perf_counter()
+                self._compiling = True
+                try:
+                    compiled = await asyncio.to_thread(
+                        compile_stored, changes.upserts, self.bot_names
+                    )
+                finally:
+                    self._compiling = False
+                self.stats.compile.add(time.perf_counter() - started)
+            if generation != self._generation:
+                return 0  # load_all ran meanwhile: it read everything this did
+            for trigger_id in changes.deleted:
+                self._ready[trigger_id] = None
+            for stored in changes.upserts:
+                self._ready[stored.id] = (stored, compiled[stored.id])
+            self._ready_seq = changes.last_seq
+            self._ready_horizon = horizon
+            self.published.set()
+            return len(changes.upserts) + len(changes.deleted)
+
+    async def apply(self, conn: asyncpg.Connection, index: RuleIndex) -> str | None:
+        """Inside the batch's transaction, before it reads events: apply to ``index`` the
+        published changes and return the horizon the batch must read below (None: no
+        organization's rules followed, read as far as the cursor may).  Never compiles."""
         if self.last_seq is None:
-            return 0
-        changes = await self.read_changes(conn, self.last_seq)
-        if not changes.upserts and not changes.deleted:
-            self.last_seq = changes.last_seq
-            return 0
-        compiled = await self._compile(changes.upserts)
-        for trigger_id in changes.deleted:
-            index.remove(trigger_id)
-            self.ids.discard(trigger_id)
-        for stored in changes.upserts:
-            rule = compiled[stored.id]
+            return None
+        probe = await conn.fetchrow(query("tenant_changes_probe"), self._ready_seq)
+        assert probe is not None
+        horizon: str | None = probe["horizon"]
+        if probe["pending"]:
+            horizon = self._ready_horizon
+            self.stats.behind_compile += 1
+            self.wanted.set()
+        if self._ready:
+            started = time.perf_counter()
+            count = self._apply_ready(index)
+            self.stats.apply.add(time.perf_counter() - started)
+            self.stats.applied += count
+            log.info("organizations' rule changes applied", extra={"rules": count})
+        self.last_seq = self._ready_seq
+        if self._resets:
+            await conn.execute(query("tenant_state_reset"), sorted(self._resets))
+        return horizon
+
+    def committed(self) -> None:
+        """The batch that applied the changes committed: their state resets with it."""
+        self._resets.clear()
+
+    def _apply_ready(self, index: RuleIndex) -> int:
+        ready, self._ready = self._ready, {}
+        for trigger_id, item in ready.items():
+            if item is None:
+                index.remove(trigger_id)
+                self.ids.discard(trigger_id)
+                self._logic.pop(trigger_id, None)
+                self._resets.add(trigger_id)
+                continue
+            stored, rule = item
+            if self._logic.get(trigger_id, "") != stored.logic_hash:
+                self._resets.add(trigger_id)  # new, or its where/when/per changed
+            self._logic[trigger_id] = stored.logic_hash
             if rule is None:
-                index.remove(stored.id)
-                self.ids.discard(stored.id)
+                index.remove(trigger_id)
+                self.ids.discard(trigger_id)
             else:
                 index.put(rule)
-                self.ids.add(stored.id)
-        self.last_seq = changes.last_seq
-        count = len(changes.upserts) + len(changes.deleted)
-        log.info("organizations' rule changes applied", extra={"rules": count})
-        return count
-
-    async def changed_since(self, conn: asyncpg.Connection) -> bool:
-        """Whether a change committed after the last one applied (see the module's step 3)."""
-        if self.last_seq is None:
-            return False
-        return bool(await conn.fetchval(query("tenant_changes_after"), self.last_seq))
-
-    async def prefetch(self, conn: asyncpg.Connection) -> int:
-        """Compile, ahead of the batch that will apply them, the changes committed since
-        the last prefetch; how many were compiled.  Touches nothing a batch reads but
-        the cache of compiled rules."""
-        if self.last_seq is None:
-            return 0
-        since = max(self._prefetch_seq, self.last_seq)
-        changes = await self.read_changes(conn, since)
-        self._prefetch_seq = changes.last_seq
-        todo = [s for s in changes.upserts if (s.id, s.content_hash) not in self._prefetched]
-        if not todo:
-            return 0
-        compiled = await asyncio.to_thread(compile_stored, todo, self.bot_names)
-        if len(self._prefetched) + len(todo) > MAX_PREFETCHED:
-            self._prefetched.clear()
-        for stored in todo:
-            self._prefetched[(stored.id, stored.content_hash)] = compiled[stored.id]
-        return len(todo)
-
-    async def _compile(self, rows: list[StoredRule]) -> dict[str, Rule | None]:
-        """The compiled rules of ``rows``: ready ones from the prefetch, the rest now (in a
-        thread: the event loop and /healthz go on)."""
-        compiled: dict[str, Rule | None] = {}
-        missing: list[StoredRule] = []
-        for stored in rows:
-            key = (stored.id, stored.content_hash)
-            if key in self._prefetched:
-                compiled[stored.id] = self._prefetched.pop(key)
-            else:
-                missing.append(stored)
-        if missing:
-            compiled.update(await asyncio.to_thread(compile_stored, missing, self.bot_names))
-        return compiled
+                self.ids.add(trigger_id)
+        return len(ready)
 
 
 def _stored(row: asyncpg.Record, id_column: str = "id") -> StoredRule:
@@ -216,4 +285,5 @@ def _stored(row: asyncpg.Record, id_column: str = "id") -> StoredRule:
         org_id=row["org_id"],
         document=row["document"],
         content_hash=row["content_hash"],
+        logic_hash=row["logic_hash"],
     )

@@ -11,8 +11,10 @@ with the rule's full predicate, in load order.
 The index changes one rule at a time (``put``, ``remove``) without being rebuilt: a
 rule's entry is added to or taken out of the buckets that hold its `on` combinations, in
 place.  Only a rule bringing an `on` combination no other rule has drops the buckets that
-combination feeds (rebuilt as events need them, warmed at once).  Apply changes between
-lookups, never during one: the index is not safe to change from another thread.
+combination changes which combinations feed some buckets: each of those is derived from
+the bucket it replaces (a copy with the rule added), so a change costs the size of the
+buckets it touches, never a rebuild from every rule.  Apply changes between lookups,
+never during one: the index is not safe to change from another thread.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ class _Bucket:
             self.keyed = tuple(tables.items())
         for value in rule.index_values:
             bisect.insort(table.setdefault(value, []), (order, rule, rule.residual), key=_order)
+
+    def copy(self) -> _Bucket:
+        """An independent bucket with the same rules (add and discard change lists in place)."""
+        twin = _Bucket([])
+        twin.unkeyed = list(self.unkeyed)
+        twin.keyed = tuple(
+            (field, {value: list(hits) for value, hits in table.items()})
+            for field, table in self.keyed
+        )
+        return twin
 
     def discard(self, order: int, rule: Rule) -> None:
         """Take out the rule filed at ``order`` (a no-op if it is not here)."""
@@ -207,8 +219,9 @@ class RuleIndex:
         for feeding, bucket in self._merged.items():
             if combinations.intersection(feeding):
                 bucket.add(entry)
-        # After the in-place adds: the buckets rebuilt here already hold the rule.
-        self._forget_buckets_fed_by(new_keys)
+        # After the in-place adds: the buckets derived here start from ones holding the rule.
+        if new_keys:
+            self._refile_for_new_keys(new_keys, entry, combinations)
 
     def remove(self, rule_id: str) -> bool:
         """Take out the rule ``rule_id``; whether it was there."""
@@ -230,20 +243,37 @@ class RuleIndex:
             if combinations.intersection(feeding):
                 bucket.discard(order, rule)
 
-    def _forget_buckets_fed_by(self, keys: list[tuple[Any, Any, Any]]) -> None:
-        """A new `on` combination changes which keys feed some triples: drop their buckets
-        (and the merged buckets they used), then warm again."""
-        if not keys:
-            return
-        stale = [t for t in self._buckets if any(_feeds(k, t) for k in keys)]
-        stale_merged = {id(self._buckets[t]) for t in stale}
-        # A merged bucket is shared by triples the new key does not feed: they lose it
-        # too, or they would keep a bucket that later changes no longer update.
-        for triple in [t for t, b in self._buckets.items() if id(b) in stale_merged]:
-            del self._buckets[triple]
-        for feeding in [f for f, b in self._merged.items() if id(b) in stale_merged]:
+    def _refile_for_new_keys(
+        self,
+        new_keys: list[tuple[Any, Any, Any]],
+        entry: _Entry,
+        combinations: set[tuple[Any, Any, Any]],
+    ) -> None:
+        """A rule brought `on` combinations no other rule has: the triples they feed now
+        have one more feeding key.  Each such triple's bucket is the bucket of its former
+        feeding keys plus the rule (a copy: other triples may share the former bucket),
+        and the triples of a new chain or event kind are warmed the same way."""
+        fresh = set(new_keys)
+        touched = [t for t in self._buckets if any(_feeds(k, t) for k in new_keys)]
+        touched += [t for t in self._warm_triples() if t not in self._buckets]
+        for triple in touched:
+            feeding = self._feeding(triple)
+            bucket = self._merged.get(feeding)
+            if bucket is None:
+                former = tuple(key for key in feeding if key not in fresh)
+                base = self._merged.get(former) if former else _Bucket([])
+                if base is None:
+                    self._build_bucket(triple)
+                    continue
+                bucket = base.copy()
+                if combinations.intersection(feeding) and not combinations.intersection(former):
+                    bucket.add(entry)
+                self._cache_merged(feeding, bucket)
+            self._cache_triple(triple, bucket)
+        # Buckets no triple uses any more would only cost every later put and remove.
+        used = {id(bucket) for bucket in self._buckets.values()}
+        for feeding in [f for f, b in self._merged.items() if id(b) not in used]:
             del self._merged[feeding]
-        self._warm()
 
     def _warm(self) -> None:
         """Build at load time the buckets events will need, not on the first events.
@@ -252,11 +282,14 @@ class RuleIndex:
         the first events after every (re)load.  Chains that no rule names all share the
         bucket warmed with the ``_UNNAMED_CHAIN`` stand-in.
         """
+        for triple in self._warm_triples():
+            self._build_bucket(triple)
+
+    def _warm_triples(self) -> list[tuple[Any, Any, Any]]:
+        """Every named chain (and the stand-in) with every named (registry, event_type)."""
         chains = {key[0] for key in self._by_on} | {_UNNAMED_CHAIN}
         kinds = {key[1:] for key in self._by_on if None not in key[1:]}
-        for chain in chains:
-            for registry, event_type in kinds:
-                self._build_bucket((chain, registry, event_type))
+        return [(chain, *kind) for chain in chains for kind in kinds]
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -297,26 +330,36 @@ class RuleIndex:
             bucket = self._build_bucket(triple)
         return bucket.match(event)
 
-    def _build_bucket(self, triple: tuple[Any, Any, Any]) -> _Bucket:
-        feeding = tuple(
+    def _feeding(self, triple: tuple[Any, Any, Any]) -> tuple[tuple[Any, Any, Any], ...]:
+        """The `on` keys whose rules can match events of ``triple``, in a fixed order."""
+        return tuple(
             key
             for key in itertools.product((triple[0], None), (triple[1], None), (triple[2], None))
             if key in self._by_on
         )
+
+    def _build_bucket(self, triple: tuple[Any, Any, Any]) -> _Bucket:
+        feeding = self._feeding(triple)
         bucket = self._merged.get(feeding)
         if bucket is None:
             entries = [entry for key in feeding for entry in self._by_on[key]]
             # A rule appears once per triple: each `on` dimension is open or concrete.
             bucket = _Bucket(sorted(set(entries), key=_order))
-            if len(self._merged) >= MAX_CACHED_TRIPLES:
-                # Both at once: put and remove keep up to date only the merged buckets.
-                self._merged.clear()
-                self._buckets.clear()
-            self._merged[feeding] = bucket
+            self._cache_merged(feeding, bucket)
+        self._cache_triple(triple, bucket)
+        return bucket
+
+    def _cache_merged(self, feeding: tuple[tuple[Any, Any, Any], ...], bucket: _Bucket) -> None:
+        if len(self._merged) >= MAX_CACHED_TRIPLES:
+            # Both at once: put and remove keep up to date only the merged buckets.
+            self._merged.clear()
+            self._buckets.clear()
+        self._merged[feeding] = bucket
+
+    def _cache_triple(self, triple: tuple[Any, Any, Any], bucket: _Bucket) -> None:
         if len(self._buckets) >= MAX_CACHED_TRIPLES:
             self._buckets.clear()  # a flood of odd triples: rebuild rather than grow
         self._buckets[triple] = bucket
-        return bucket
 
 
 def _order_of_known(known: tuple[int, Rule]) -> int:

@@ -76,8 +76,9 @@ SELECT convert_to(id, 'SQL_ASCII') AS id, txid::text AS _txid, seq AS _seq
 
 -- name: read_batch
 -- Gap-safe: only rows of transactions older than the oldest one still running are
--- read, so a transaction that began earlier and commits later is never skipped.
--- A template, filled in by engine.event_rows.read_batch_query only from the names of
+-- read, so a transaction that began earlier and commits later is never skipped.  $4, when
+-- not NULL, lowers that bound to a horizon engine.tenant_rules took earlier: the events
+-- whose rule changes the batch has applied.  A template, filled in by engine.event_rows.read_batch_query only from the names of
 -- rules.fields.EVENT_FIELDS: the event columns read, and the check for huge texts in
 -- the others.  The internal columns come last: engine.event_rows turns a row into an
 -- event by zipping the event columns' names with its values, which stops before them.
@@ -85,7 +86,7 @@ SELECT {columns},
        {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
-   AND txid < pg_snapshot_xmin(pg_current_snapshot())
+   AND txid < least(pg_snapshot_xmin(pg_current_snapshot()), $4::text::xid8)
  ORDER BY txid, seq
  LIMIT $3;
 
@@ -545,7 +546,7 @@ UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETUR
 -- name: tenant_rules_all
 -- Every organization's rule, read at the start of leadership in the same snapshot as
 -- tenant_changes_last (a REPEATABLE READ transaction).
-SELECT id, org_id, document::text AS document, content_hash
+SELECT id, org_id, document::text AS document, content_hash, logic_hash
   FROM triggers WHERE org_id IS NOT NULL
  ORDER BY id;
 
@@ -554,20 +555,34 @@ SELECT id, org_id, document::text AS document, content_hash
 -- snapshot that reads it.
 SELECT coalesce(max(seq), 0) FROM trigger_changes;
 
+-- name: tenant_horizon
+-- Every transaction below this id had finished when this statement's snapshot was taken:
+-- read before the changes, it bounds the events those changes cover (engine.tenant_rules).
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+
 -- name: tenant_changes_since
 -- The rule changes committed after $1, each with the rule as it is now (no row: deleted),
 -- in one statement so the two agree.  Operators' file rules (org_id NULL) come through
 -- the rule files, not here, but their numbers are returned so they are passed over.
-SELECT c.seq, c.trigger_id, c.org_id, t.document::text AS document, t.content_hash
+SELECT c.seq, c.trigger_id, c.org_id, t.document::text AS document, t.content_hash,
+       t.logic_hash
   FROM trigger_changes c
   LEFT JOIN triggers t ON t.id = c.trigger_id
  WHERE c.seq > $1
  ORDER BY c.seq
  LIMIT $2;
 
--- name: tenant_changes_after
--- Whether a rule change committed after $1: checked after a batch's events are read.
-SELECT EXISTS (SELECT 1 FROM trigger_changes WHERE seq > $1);
+-- name: tenant_changes_probe
+-- A batch's first statement: a horizon, and whether a change numbered after $1 (the last
+-- compiled) is in the same snapshot.  Not one: every change before the horizon is compiled.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+       EXISTS (SELECT 1 FROM trigger_changes WHERE seq > $1) AS pending;
+
+-- name: tenant_state_reset
+-- The state of organizations' rules gone or changed in where/when/per, deleted again by
+-- the batch that applies the change: a batch that stepped the old rule may have written
+-- it back after the API's own delete.
+DELETE FROM trigger_state WHERE trigger_id = ANY ($1::text[]);
 
 -- name: org_firing_quotas
 SELECT id, max_firings_per_minute FROM organizations;

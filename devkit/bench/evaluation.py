@@ -69,7 +69,7 @@ async def read_rate(dsn: str, batch_size: int, columns: tuple[str, ...] | None =
         started = time.perf_counter()
         while True:
             async with conn.transaction():
-                rows = await conn.fetch(read_batch_query(columns), txid, seq, batch_size)
+                rows = await conn.fetch(read_batch_query(columns), txid, seq, batch_size, None)
             if not rows:
                 break
             total += len(rows)

@@ -241,7 +241,9 @@ async def test_a_huge_text_in_a_column_no_rule_reads_is_still_reported(database_
             sql.run(conn, "insert_event", *(event.get(c) for c in EVENT_COLUMNS))
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch(engine.event_rows.read_batch_query(index.event_fields), "0", 0, 10)
+        rows = await conn.fetch(
+            engine.event_rows.read_batch_query(index.event_fields), "0", 0, 10, None
+        )
         done = await Evaluator("main", 100).run_batch(conn, index)
     finally:
         await conn.close()

@@ -18,7 +18,6 @@ PRIVATE_CONTROL_FLOW = {
     "EventWrittenTwice",
     "_TooBig",
     "UnverifiedRQError",
-    "RulesChangedDuringRead",
 }
 # An entry: its name at the start of the line or right after a branch; other lines of
 # the drawing continue the description of the entry above them.

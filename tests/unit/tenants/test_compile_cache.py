@@ -105,7 +105,13 @@ def test_stored_rules_compiled_together_keep_their_own_ids_orgs_and_values():
         {"id": "y", "where": {"agent_id": 1}, "actions": [{"rest": {"url": "${HOOK}"}}]},
     ]
     rows = [
-        StoredRule(id=f"{org}/{doc['id']}", org_id=org, document=json.dumps(doc), content_hash="")
+        StoredRule(
+            id=f"{org}/{doc['id']}",
+            org_id=org,
+            document=json.dumps(doc),
+            content_hash="",
+            logic_hash=None,
+        )
         for org, doc in zip((1, 2, 1), documents, strict=True)
     ]
     compiled = compile_stored(rows)
