@@ -30,6 +30,7 @@ from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
 from engine.dispatcher import Dispatcher, action_orgs, sweep_actions
 from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
+from engine.leader import CONNECTION_ERRORS, LeaderLock
 from engine.listener import Listener
 from engine.maintenance import Maintenance
 from engine.rulebook import RuleBook, RuleSwap
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 #: How often the organizations' quotas (organizations.max_firings_per_minute) are read.
 QUOTA_REFRESH_S = 10.0
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 @dataclass
@@ -62,49 +61,6 @@ class DaemonStats:
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     enqueue_failures: int = 0
     last_event_timestamp: int | None = None
-
-
-class LeaderLock:
-    """A session advisory lock on its own connection: losing the connection loses the lock."""
-
-    def __init__(
-        self, dsn: str, name: str, *, connect_timeout_s: float, check_timeout_s: float
-    ) -> None:
-        self.dsn, self.name = dsn, name
-        self.connect_timeout_s = connect_timeout_s
-        self.check_timeout_s = check_timeout_s
-        self._conn: asyncpg.Connection | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
-
-    async def try_acquire(self) -> bool:
-        if self.held:
-            return True
-        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
-        if await conn.fetchval(query("leader_try_lock"), self.name):
-            self._conn = conn
-            return True
-        await conn.close()
-        return False
-
-    async def check(self) -> bool:
-        """Still the leader? A cheap round trip on the lock's connection."""
-        if not self.held:
-            return False
-        assert self._conn is not None
-        try:
-            await self._conn.fetchval(query("ping"), timeout=self.check_timeout_s)
-            return True
-        except _DB_ERRORS:
-            await self.release()
-            return False
-
-    async def release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            conn.terminate()
 
 
 class Daemon:
@@ -186,7 +142,7 @@ class Daemon:
                 )
                 assert pool is not None
                 return pool
-            except _DB_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("database unavailable", extra={"error": str(exc), "retry_s": delay})
                 await self._sleep(delay)
                 delay = min(delay * 2, tun.reconnect_max_s)
@@ -225,7 +181,7 @@ class Daemon:
                 log.warning("cursor moved under us; re-reading it", extra={"error": str(exc)})
                 continue
             except Exception as exc:  # a database outage, or a bug: never the end of the daemon
-                if isinstance(exc, _DB_ERRORS):
+                if isinstance(exc, CONNECTION_ERRORS):
                     log.warning(
                         "database error; retrying", extra={"error": str(exc), "retry_s": delay}
                     )
@@ -305,7 +261,7 @@ class Daemon:
                             r["id"]: r["max_firings_per_minute"] for r in rows
                         }
                         self._next_quota_refresh = time.monotonic() + QUOTA_REFRESH_S
-            except _DB_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("rule changes not compiled; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(self.settings.engine.reconnect_min_s)
                 tenants.wanted.set()  # the batches still wait for these changes
