@@ -148,7 +148,7 @@ def _events(conn: sql.Connection, since: int, until: int) -> Iterator[dict[str, 
         conn.transaction(),
         psycopg.RawServerCursor(conn, "backtest", row_factory=dict_row) as cur,
     ):
-        cur.execute(sql.query("backtest_events").encode(), (since, until))
+        cur.execute(sql.query("backtest_events").encode(), (since, until, None))
         while rows := cur.fetchmany(FETCH_ROWS):
             yield from events_from_rows(rows)
 

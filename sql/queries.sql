@@ -308,7 +308,8 @@ SELECT count(*) AS pending,
 SELECT count(*) FROM events WHERE "timestamp" >= $1 AND "timestamp" < $2;
 
 -- name: backtest_events
--- The same order as the live cursor, so a backtest gives the live run's answer.
+-- The same order as the live cursor, so a backtest gives the live run's answer; the
+-- oldest $3 events of the range at most (NULL: all of them).
 SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
        event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
        client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
@@ -316,7 +317,8 @@ SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, regi
        created_at, value, value_decimals, endpoint, request_uri
   FROM events
  WHERE "timestamp" >= $1 AND "timestamp" < $2
- ORDER BY txid, seq;
+ ORDER BY txid, seq
+ LIMIT $3;
 
 -- name: status_cursor_lag
 -- Per cursor: its position, the committed events after it, and how far behind it is
@@ -678,18 +680,6 @@ SELECT rule_id, document::text AS document, version, created_at, updated_at
  WHERE org_id = $1 AND rule_id ~ '^follow-[0-9]+-[0-9]+$'
    AND ($2::text IS NULL OR rule_id > $2)
  ORDER BY rule_id
- LIMIT $3;
-
--- name: api_backtest_events
--- backtest_events for the API: the oldest $3 events of the range at most.
-SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
-       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
-       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
-       validator_address, request_hash, response, response_uri, response_hash, tag,
-       created_at, value, value_decimals, endpoint, request_uri
-  FROM events
- WHERE "timestamp" >= $1 AND "timestamp" < $2
- ORDER BY txid, seq
  LIMIT $3;
 
 -- name: api_statement_timeout

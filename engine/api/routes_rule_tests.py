@@ -158,7 +158,7 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
         await tx.conn.execute(query("api_statement_timeout"), f"{timeout_ms}ms")
         try:
             cursor = await tx.conn.cursor(
-                query("api_backtest_events"), since, until, bounds.backtest_max_events + 1
+                query("backtest_events"), since, until, bounds.backtest_max_events + 1
             )
             while rows := await cursor.fetch(FETCH_ROWS):
                 left = bounds.backtest_max_events - backtest.events
