@@ -12,7 +12,9 @@ longer than the budget or take more memory than the child may have.
 The child gets no environment but what Python needs (templates are rendered from specs
 whose `${VAR}` were expanded by the parent) and speaks newline-delimited JSON, never
 pickle: a child that a template subverted cannot make the parent run anything.
-A render costs one round trip on a pipe (see docs/operations.md, Limits).
+A render costs one round trip on a pipe (see docs/operations.md, Limits).  A request's
+``op`` names its kind: a render unless the child's module serves more (``serve(handlers=)``;
+`engine api` runs a whole rule test this way, engine.api.rule_runs).
 
 This module must never import ``engine``; the child must never touch the network,
 the database or the parent's descriptors.
@@ -28,7 +30,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,8 +70,11 @@ class RenderJail:
     holds the others for at most the budget.
     """
 
-    def __init__(self, budget: RenderBudget) -> None:
+    def __init__(self, budget: RenderBudget, *, child_module: str = "actions.render_jail") -> None:
         self.budget = budget
+        # The module the child runs: this one renders actions; another may add request
+        # kinds of its own (``serve(handlers=...)``), such as a whole rule test.
+        self._child_module = child_module
         self._child: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         # The child writes the field it renders here, so a killed render names it without
@@ -87,13 +92,27 @@ class RenderJail:
         a template mistake (as rendering in-process would) and RenderOverBudget when
         the child had to be stopped.
         """
-        request = json.dumps({"kind": kind, "spec": spec, "context": context}, default=str)
+        request = {"kind": kind, "spec": spec, "context": context}
+        reply = await self.run(
+            request, over_budget=lambda field: f"template of {what}.{field or 'template'}"
+        )
+        return dict(reply)
+
+    async def run(self, request: Mapping[str, Any], *, over_budget: Callable[[str], str]) -> Any:
+        """One request to the child (``op`` names its kind; a render by default), within
+        the budget; its ``ok`` answer.
+
+        ``over_budget`` says what was stopped, given what the child was doing then (the
+        phrase it last wrote with ``entering``).  Raises TemplateRenderError for an
+        ``error`` answer and RenderOverBudget when the child had to be stopped.
+        """
+        line = json.dumps(request, default=str)
         async with self._lock:
             child = await self._running_child()
             assert child.stdin is not None and child.stdout is not None
             try:
                 async with asyncio.timeout(self.budget.timeout_s):
-                    child.stdin.write(request.encode() + b"\n")
+                    child.stdin.write(line.encode() + b"\n")
                     await child.stdin.drain()
                     reply = json.loads(await child.stdout.readuntil(b"\n"))
             except (
@@ -104,18 +123,18 @@ class RenderJail:
                 asyncio.LimitOverrunError,
             ) as exc:
                 await self._stop()
-                raise self._over_budget(what) from exc
+                raise self._over_budget(over_budget) from exc
             if "ok" in reply:
-                return dict(reply["ok"])
+                return reply["ok"]
             if reply.get("over"):
                 await self._stop()  # it ran out of memory: a fresh child for the next render
-                raise self._over_budget(what)
+                raise self._over_budget(over_budget)
         raise TemplateRenderError(str(reply.get("error")))
 
-    def _over_budget(self, what: str) -> RenderOverBudget:
-        field = self._field[:].split(b"\0", 1)[0].decode(errors="replace") or "template"
+    def _over_budget(self, what: Callable[[str], str]) -> RenderOverBudget:
+        field = self._field[:].split(b"\0", 1)[0].decode(errors="replace")
         return RenderOverBudget(
-            f"template of {what}.{field} exceeded its render budget ({self.budget.describe()})"
+            f"{what(field)} exceeded its render budget ({self.budget.describe()})"
         )
 
     async def _running_child(self) -> asyncio.subprocess.Process:
@@ -125,7 +144,7 @@ class RenderJail:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "actions.render_jail",
+            self._child_module,
             str(self.budget.memory_mb),
             str(self.budget.timeout_s),
             str(self._field_fd),
@@ -206,10 +225,26 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def serve(memory_mb: int, timeout_s: float, field_fd: int) -> None:
-    """The child's loop: one JSON request per line on stdin, one JSON reply per line."""
+#: What the child does with one request of a kind: its ``ok`` answer, given a function
+#: that records what it is doing now (so a stopped request can be named).
+Handler = Callable[[Mapping[str, Any], Callable[[str], None]], Any]
+
+
+def _render(request: Mapping[str, Any], entering: Callable[[str], None]) -> Any:
+    entering("template")
+    return render_action(request["kind"], request["spec"], request["context"], on_field=entering)
+
+
+def serve(
+    memory_mb: int, timeout_s: float, field_fd: int, handlers: Mapping[str, Handler] | None = None
+) -> None:
+    """The child's loop: one JSON request per line on stdin, one JSON reply per line.
+
+    A request's ``op`` picks its handler from ``handlers`` (a render when absent).
+    """
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     current = mmap.mmap(field_fd, _FIELD_BYTES)
+    kinds: dict[str, Handler] = {"render": _render, **(handlers or {})}
 
     def send(message: Mapping[str, Any]) -> None:
         line = json.dumps(message, default=str).encode()
@@ -227,12 +262,9 @@ def serve(memory_mb: int, timeout_s: float, field_fd: int) -> None:
     for line in source:
         request = json.loads(line)
         _limit_cpu(timeout_s)
-        entering("template")
+        entering("")
         try:
-            rendered = render_action(
-                request["kind"], request["spec"], request["context"], on_field=entering
-            )
-            reply: Mapping[str, Any] = {"ok": rendered}
+            reply: Mapping[str, Any] = {"ok": kinds[request.get("op", "render")](request, entering)}
         except TemplateRenderError as exc:
             reply = {"error": str(exc)}
         except MemoryError:
@@ -242,5 +274,10 @@ def serve(memory_mb: int, timeout_s: float, field_fd: int) -> None:
         send(reply)
 
 
+def main(handlers: Mapping[str, Handler] | None = None) -> None:
+    """``python -m <module> MEMORY_MB TIMEOUT_S FIELD_FD``, as ``RenderJail`` starts it."""
+    serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), handlers)
+
+
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))
+    main()

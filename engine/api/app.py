@@ -3,6 +3,8 @@
 Any number of these processes may run beside `engine run`: each has its own connection
 pool, keeps no state between requests, and never evaluates events or touches Redis.
 Every request's database work is one transaction as ``engine_tenant`` (engine.api.db).
+Tenants' templates are rendered only in the app's render jail, a child process stopped
+at ``worker.render_timeout_s`` / ``worker.render_memory_mb`` (engine.api.routes_rule_tests).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from actions.render_jail import RenderBudget, RenderJail
 from engine.api import (
     routes_actions,
     routes_events,
@@ -101,14 +104,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if getattr(app.state, "pool", None) is not None:
-            yield  # given by serve()
-            return
-        app.state.pool = await open_pool(settings.database_url, settings.api)
         try:
-            yield
+            if getattr(app.state, "pool", None) is not None:
+                yield  # given by serve()
+                return
+            app.state.pool = await open_pool(settings.database_url, settings.api)
+            try:
+                yield
+            finally:
+                await app.state.pool.close()
         finally:
-            await app.state.pool.close()
+            await app.state.rule_jail.aclose()
 
     app = FastAPI(
         title="trigger-engine API",
@@ -120,6 +126,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.pool = None
     # A malformed secrets_key stops the process here, before it serves anything.
     app.state.secrets_box = SecretsBox(settings.secrets_key)
+    # Its child starts with the first rule test, so an API nobody tests rules through
+    # runs no extra process.
+    budget = RenderBudget(
+        timeout_s=settings.worker.render_timeout_s, memory_mb=settings.worker.render_memory_mb
+    )
+    app.state.rule_jail = RenderJail(budget, child_module="engine.api.rule_runs")
     install_error_handlers(app)
     for module in (
         routes_rules,

@@ -4,9 +4,13 @@
 `engine rules test`; ``POST /v1/rules/{id}/backtest`` evaluates the stored rule over
 stored events with fresh state, as `engine rules backtest` does (engine.backtest).
 Nothing is written and nothing is sent: a rule's state, its action rows and its
-receivers never see any of it.  Evaluation runs in a thread, so one long test does not
-hold up the process's other requests; a backtest reads at most
-``api.backtest_max_events`` events and stops after ``api.backtest_timeout_s``.
+receivers never see any of it.  A tenant's templates are rendered only in the app's
+render jail (engine.api.app), a child process stopped at ``worker.render_timeout_s`` /
+``worker.render_memory_mb``: a rule test runs there whole (compiled, evaluated, rendered),
+a backtest's firings are rendered there one action at a time.  Either way one request's
+template cannot hold up the process's other requests.  A backtest's evaluation runs in a
+thread, reads at most ``api.backtest_max_events`` events and stops after
+``api.backtest_timeout_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Body, Request
 
+from actions.render_jail import RenderJail, RenderOverBudget
 from engine.api.db import BEARER, settings_of, tenant_transaction
 from engine.api.errors import ApiError, ErrorItem, error_responses, not_found
 from engine.api.models import (
@@ -30,19 +35,46 @@ from engine.api.models import (
     RuleTestRequest,
 )
 from engine.api.routes_rules import stored_rule
-from engine.api.rule_bodies import compile_tenant_document, parse_rule_text
-from engine.api.rule_runs import enabled, firing_answer, rule_test_report, with_request_events
+from engine.api.rule_bodies import compile_tenant_document
+from engine.api.rule_runs import enabled, firing_answer
 from engine.backtest import Backtest, StoredClock, parse_time
 from engine.event_rows import events_from_rows
 from engine.tenants.keys import Role
-from rules.errors import EngineError
+from rules import Firing
+from rules.errors import EngineError, TemplateRenderError
 from sql import query
 
 router = APIRouter(tags=["rule tests"], dependencies=[BEARER])
 FETCH_ROWS = 2000
 # Times a backtest range may take: unix seconds PostgreSQL's BIGINT and datetime both hold.
 LATEST_S = 253_402_300_799  # 9999-12-31T23:59:59Z
-UNTESTED_ID = "rule-under-test"
+
+
+def _over_budget(exc: RenderOverBudget) -> ApiError:
+    return ApiError(422, str(exc), errors=[ErrorItem(path="actions", line=None, message=str(exc))])
+
+
+async def _jailed_report(request: Request, wanted: dict[str, Any], rule_id: str) -> dict[str, Any]:
+    """The rule test of ``wanted`` run in the render jail's child (rule_runs.report_for_request)."""
+    jail: RenderJail = request.app.state.rule_jail
+    wanted = {
+        "op": "rule_test",
+        "timeout_limits_s": dict(settings_of(request).action_timeout_limits_s or {}),
+        **wanted,
+    }
+    try:
+        answer = await jail.run(wanted, over_budget=lambda doing: f"rule {rule_id!r}: {doing}")
+    except RenderOverBudget as exc:
+        raise _over_budget(exc) from None
+    refused = answer.get("refused")
+    if refused is not None:
+        errors = refused["errors"]
+        raise ApiError(
+            refused["status"],
+            refused["message"],
+            errors=None if errors is None else [ErrorItem(**item) for item in errors],
+        )
+    return dict(answer["report"])
 
 
 @router.post(
@@ -56,22 +88,11 @@ async def test_given_rule(wanted: RuleTestRequest, request: Request) -> dict[str
     in order from fresh state: which fire, and what each firing's actions render to.
     Nothing is stored or sent.  A rule that does not compile answers 422 as PUT would."""
     async with tenant_transaction(request, Role.VIEWER, "test rules"):
-        if isinstance(wanted.rule, str):
-            raw, lines, base = parse_rule_text(wanted.rule)
-        else:
-            raw, lines, base = wanted.rule, None, ()
-        given_id = raw.get("id") if isinstance(raw, dict) else None
-        rule_id = given_id if isinstance(given_id, str) else UNTESTED_ID
-        document = with_request_events(raw, wanted.events)
-        rule = compile_tenant_document(
-            document,
-            rule_id,
-            lines,
-            base,
-            timeout_limits_s=settings_of(request).action_timeout_limits_s,
-        )
-        with_events = wanted.events is not None
-        return await asyncio.to_thread(rule_test_report, rule, with_events=with_events)
+        pass  # the key is checked; the test itself needs no database, nor its locks
+    given = wanted.rule
+    given_id = given.get("id") if isinstance(given, dict) else None
+    rule_id = given_id if isinstance(given_id, str) else "the rule"
+    return await _jailed_report(request, {"rule": given, "events": wanted.events}, rule_id)
 
 
 @router.post(
@@ -91,12 +112,12 @@ async def test_stored_rule(
         row = await stored_rule(tx, rule_id)
         if row is None:
             raise not_found(f"rule {rule_id!r}")
-        events = wanted.events if wanted is not None else None
-        document = with_request_events(json.loads(row["document"]), events)
-        rule = compile_tenant_document(
-            document, rule_id, timeout_limits_s=settings_of(request).action_timeout_limits_s
-        )
-        return await asyncio.to_thread(rule_test_report, rule, with_events=events is not None)
+    # Outside the transaction: a test holds no connection or lock while it runs.
+    events = wanted.events if wanted is not None else None
+    document = json.loads(row["document"])
+    return await _jailed_report(
+        request, {"rule": document, "rule_id": rule_id, "events": events}, rule_id
+    )
 
 
 def _moment(field: str, text: str, now: float) -> int:
@@ -115,10 +136,39 @@ def _moment(field: str, text: str, now: float) -> int:
     return seconds
 
 
-def _feed(backtest: Backtest, events: list[dict[str, Any]], listed: list[Any], room: int) -> None:
+def _feed(
+    backtest: Backtest, events: list[dict[str, Any]], listed: list[Firing], room: int
+) -> None:
     for firing in backtest.feed(events):
         if firing.step.fired and len(listed) < room:
-            listed.append(firing_answer(firing))
+            listed.append(firing)
+
+
+async def _rendered_answer(jail: RenderJail, firing: Firing) -> dict[str, Any]:
+    """``firing_answer`` with each action rendered in the jail, as a worker renders it."""
+    answer = firing_answer(firing, render=False)
+    actions = []
+    for action in firing.rule.actions:
+        rendered, error = None, None
+        try:
+            rendered = await jail.render(
+                action.kind, action.raw, firing.context, what=f"actions[{action.index}]"
+            )
+        except TemplateRenderError as exc:
+            error = str(exc)
+        except RenderOverBudget as exc:
+            raise _over_budget(exc) from None
+        actions.append(
+            {
+                "index": action.index,
+                "kind": action.kind,
+                "name": action.name,
+                "rendered": rendered,
+                "error": error,
+            }
+        )
+    answer["actions"] = actions
+    return answer
 
 
 @router.post(
@@ -151,7 +201,7 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
             )
         )
         backtest = Backtest([rule], StoredClock(settings.engine.max_event_future_skew_s, now))
-        listed: list[Any] = []
+        listed: list[Firing] = []
         complete = True
         deadline = time.monotonic() + bounds.backtest_timeout_s
         timeout_ms = max(1, int(bounds.backtest_timeout_s * 1000))
@@ -185,6 +235,6 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
         "complete": complete,
         "fired": fired,
         "suppressed": backtest.suppressed[rule.id],
-        "firings": listed,
+        "firings": [await _rendered_answer(request.app.state.rule_jail, f) for f in listed],
         "truncated": fired > len(listed),
     }

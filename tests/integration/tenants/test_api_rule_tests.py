@@ -5,9 +5,11 @@ row written, no request sent, the rule's state untouched)."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -224,3 +226,52 @@ def test_a_backtest_reads_at_most_backtest_max_events(small_api: Api) -> None:
         "POST", "/v1/rules/low-score/backtest", org.viewer, json={"since": "1d"}
     ).json()
     assert (report["events"], report["complete"], report["fired"]) == (3, False, 3)
+
+
+# Each `sum` is one C call the sandbox's guards never see between: in a plain process
+# this renders for minutes.
+_TEMPLATE_BOMB = "{{ ([range(100000)] * 60000) | map('sum') | sum }}"
+
+
+def test_a_template_over_the_render_budget_is_a_422_and_others_are_answered_meanwhile(
+    api: Api,
+) -> None:
+    org = api.org()
+    rule = {
+        "id": "bomb",
+        "on": {"registry": "reputation", "event_type": "NewFeedback"},
+        "actions": [{"rest": {"url": "http://127.0.0.1:9/", "body": {"x": _TEMPLATE_BOMB}}}],
+    }
+    answers: list[tuple[float, Any]] = []
+
+    def send_bomb() -> None:
+        began = time.monotonic()
+        response = api.call(
+            "POST", "/v1/rule-tests", org.viewer, json={"rule": rule, "events": [{"score": 1}]}
+        )
+        answers.append((time.monotonic() - began, response))
+
+    bomber = threading.Thread(target=send_bomb)
+    bomber.start()
+    time.sleep(0.5)
+    began = time.monotonic()
+    listed = api.call("GET", "/v1/rules", org.viewer)
+    listing_took = time.monotonic() - began
+    bomber.join(timeout=15)
+
+    assert listed.status_code == 200
+    assert listing_took < 1.5, f"GET /v1/rules waited {listing_took:.1f} s for the bomb"
+    assert answers, "POST /v1/rule-tests did not answer"
+    took, response = answers[0]
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == (
+        "rule 'bomb': template of actions[0].rest.body exceeded its render budget (2.0 s / 256 MiB)"
+    )
+    assert took < 8, f"the over-budget rule test took {took:.1f} s"
+    # The jail's next child serves the next request.
+    calm = {**rule, "actions": [{"rest": {"url": "http://127.0.0.1:9/", "body": {"x": "ok"}}}]}
+    after = api.call(
+        "POST", "/v1/rule-tests", org.viewer, json={"rule": calm, "events": [{"score": 1}]}
+    )
+    assert after.status_code == 200, after.text
+    assert after.json()["events"]["firings"][0]["actions"][0]["rendered"]["body"] == {"x": "ok"}
