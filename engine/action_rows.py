@@ -11,7 +11,7 @@ field order (the NamedTuple's own constructor would cost several times the tuple
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -62,6 +62,7 @@ ID_BLOCK = 1024
 #: never enqueued.
 QUOTA_EXCEEDED = "quota_exceeded"
 _STATUS_AT = ActionRow._fields.index("status")
+_ORG_AT = ActionRow._fields.index("org_id")
 
 
 def shared_fields(rule: Rule, action: ActionSpec, status: str = "queued") -> tuple[Any, ...]:
@@ -149,6 +150,9 @@ class ActionRowWriter:
         self.copy = copy
         self.ids: list[int] = []
         self.held: list[int] = []  # ids of rows over their quota: never to be enqueued
+        # id -> organization of the queued rows of organizations' rules: the queue each
+        # job goes on, known here without asking the database again.
+        self.orgs: dict[int, int] = {}
         self._task: asyncio.Future[list[int]] | None = None
         # Ids are taken for as many rows as may still come (``most`` in all, every match
         # firing), up to a few chunks: one round trip serves several chunks, and ids left
@@ -197,11 +201,17 @@ class ActionRowWriter:
                 await copy_action_rows(self.conn, pending.rows, ids)
             except asyncpg.UniqueViolationError as exc:
                 raise EventWrittenTwice from exc
-            self.held += [
-                i for i, row in zip(ids, pending.rows, strict=True) if row[_STATUS_AT] != "queued"
-            ]
+            self._sort_out(zip(ids, pending.rows, strict=True), _STATUS_AT, _ORG_AT)
             return ids
         rows = await self.conn.fetch(query("insert_actions"), *pending.columns())
         self._unwritten -= count
-        self.held += [row["id"] for row in rows if row["status"] != "queued"]
+        self._sort_out(((row["id"], row) for row in rows), "status", "org_id")
         return [row["id"] for row in rows]
+
+    def _sort_out(self, written: Iterable[tuple[int, Any]], status: Any, org: Any) -> None:
+        """Note the rows held back by a quota and the organization of the others."""
+        for action_id, row in written:
+            if row[status] != "queued":
+                self.held.append(action_id)
+            elif row[org] is not None:
+                self.orgs[action_id] = row[org]

@@ -28,7 +28,7 @@ import redis
 
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
-from engine.dispatcher import Dispatcher, action_orgs, sweep_actions
+from engine.dispatcher import Dispatcher, sweep_actions
 from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.leader import CONNECTION_ERRORS, LeaderLock
 from engine.listener import Listener
@@ -333,7 +333,7 @@ class Daemon:
                 return
             isolating = max(0, isolating - result.events)
             self._count(result)
-            await self._dispatch(result.action_ids)
+            await self._dispatch(result.action_ids, result.action_orgs)
             if result.events < self.evaluator.batch_size and not isolating:
                 return
             await self._sweep_if_due()  # a long catch-up must not hold back due retries
@@ -377,13 +377,10 @@ class Daemon:
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 
-    async def _dispatch(self, action_ids: list[int]) -> None:
+    async def _dispatch(self, action_ids: list[int], org_of: dict[int, int]) -> None:
+        """Enqueue the batch's jobs, each organization's on its own queue (fairness)."""
         if not action_ids:
             return
-        assert self.pool is not None
-        # Each organization's jobs go on its own queue (fairness); with no organization's
-        # rule loaded every action is the operator's, and nothing need be asked.
-        org_of = await action_orgs(self.pool, action_ids) if self.tenants.ids else None
         try:
             await asyncio.to_thread(self.dispatcher.enqueue, action_ids, org_of)
         except redis.RedisError as exc:

@@ -161,12 +161,6 @@ async def sweep_actions(
     return len(lost)
 
 
-async def action_orgs(pool: asyncpg.Pool, action_ids: Sequence[int]) -> dict[int, int]:
-    """The organization of each of ``action_ids`` that has one (for ``Dispatcher.enqueue``)."""
-    rows = await pool.fetch(query("action_orgs"), list(action_ids))
-    return {row["id"]: row["org_id"] for row in rows}
-
-
 _warned = False
 
 

@@ -69,6 +69,8 @@ class BatchResult:
     quota_exceeded: int = 0  # firings held back by their organization's quota
     restarts: int = 0  # times the batch started over (evaluated again with the INSERT)
     action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
+    # id -> organization, for the rows of action_ids that are an organization's
+    action_orgs: dict[int, int] = field(default_factory=dict)
     last_event_timestamp: int | None = None
 
 
@@ -194,6 +196,7 @@ class Evaluator:
             await writer.settle()
         held = set(writer.held)
         result.action_ids = [i for i in written if i not in held] if held else written
+        result.action_orgs = writer.orgs
         org_ids = {rule.id: rule.org_id for _, rule, _ in matches}
         await save_states(conn, states, changed, org_ids)
         await self._add_rule_stats(conn, stats, org_ids)

@@ -126,7 +126,7 @@ SELECT trigger_id, org_id, status, action_index, action_type,
 -- An indexer that writes the same event id twice (a replay after its restart; the key
 -- is (id, created_at)) must not fail the batch, and must not alert twice.
 ON CONFLICT (trigger_id, event_id, action_index) DO NOTHING
-RETURNING id, status;
+RETURNING id, status, org_id;
 
 -- name: add_rule_stats
 INSERT INTO rule_stats (trigger_id, org_id, hour, matched, fired, suppressed, errors)
@@ -203,11 +203,6 @@ SELECT id, status, org_id FROM action_results
     OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts + $3)
  ORDER BY id
  LIMIT $2;
-
--- name: action_orgs
--- The organization of each of these actions that has one (the others are the operator's):
--- the dispatcher puts each organization's jobs on a queue of its own.
-SELECT id, org_id FROM action_results WHERE id = ANY($1::bigint[]) AND org_id IS NOT NULL;
 
 -- name: fail_abandoned
 -- Rows whose workers died during every attempt they were allowed: dead letters.
