@@ -79,6 +79,8 @@ class ActionRenderer(Protocol):
         self, kind: str, spec: Mapping[str, Any], context: Mapping[str, Any], *, what: str
     ) -> dict[str, Any]: ...
 
+    async def start(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -111,6 +113,11 @@ class JobRunner:
         )
         self._loop_thread.start()
         self.runtime = self._wait_for(runtime_factory())
+        try:
+            # Started now, not by the first action: that action would wait for it.
+            self._wait_for(self.renderer.start())
+        except Exception as exc:  # the first render tries again, and says why it cannot
+            log.warning("render process not started", extra={"error": repr(exc)})
         self.claims = ActionClaims(settings.dsn, settings.db_backoff)
         self.credentials = TenantCredentials(self.claims.fetch_one, opener)
         self._free_slots = threading.Semaphore(settings.concurrency)

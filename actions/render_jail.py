@@ -171,6 +171,11 @@ class RenderJail:
             child.kill()
             await child.wait()
 
+    async def start(self) -> None:
+        """Start the child ahead of the first render (which would otherwise wait for it)."""
+        async with self._lock:
+            await self._running_child()
+
     async def aclose(self) -> None:
         """Stop the child; the jail is unusable afterwards."""
         async with self._lock:
@@ -190,6 +195,9 @@ class InProcessRenderer:
     ) -> dict[str, Any]:
         """``render_action(kind, spec, context)``; raises TemplateRenderError."""
         return render_action(kind, spec, context)
+
+    async def start(self) -> None:
+        """Nothing to start."""
 
     async def aclose(self) -> None:
         """Nothing to release."""
