@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY rules ./rules
 COPY actions ./actions
+COPY devkit ./devkit
 COPY sql ./sql
 RUN pip wheel --wheel-dir /wheels .
 
