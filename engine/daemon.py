@@ -35,6 +35,7 @@ from engine.listener import Listener
 from engine.maintenance import Maintenance
 from engine.rulebook import RuleBook, RuleSwap
 from engine.tenant_rules import TenantRules
+from rules.gc_pause import freeze_long_lived
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,9 @@ class Daemon:
                 swap = RuleSwap(await asyncio.to_thread(self.rulebook.load))
             await self.rulebook.apply(conn, swap, fresh_with=tenant_rules)
             rows = await conn.fetch(query("org_firing_quotas"))
+        # Before the first batch after taking the lead: the pause of one collection here
+        # delays nothing yet.
+        freeze_long_lived(collect_first=True)
         self.evaluator.quota.limits = {r["id"]: r["max_firings_per_minute"] for r in rows}
         self._next_quota_refresh = time.monotonic() + QUOTA_REFRESH_S
         if self._staged is swap:
@@ -307,6 +311,7 @@ class Daemon:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             await self.rulebook.apply(conn, swap)
+        freeze_long_lived(collect_first=False)
         if self._staged is swap:  # a newer compile may have been staged meanwhile
             self._staged = None
 
