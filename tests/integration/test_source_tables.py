@@ -10,33 +10,42 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from tests.fakes.webhook import WebhookReceiver
-from tests.processes import engine_processes, query_all, query_value, run_engine, write_config
+from tests.processes import (
+    ROOT,
+    engine_processes,
+    query_all,
+    query_value,
+    run_engine,
+    write_config,
+)
 
 # Ponder's tables as /work/shared/reference/indexer-tables.md describes them, in a schema
-# of their own, with Ponder's camelCase (quoted) column names.
+# of their own, with Ponder's camelCase (quoted) column names.  Ponder's `bigint` column
+# type is PostgreSQL's numeric(78,0) (it holds a uint256).
 PONDER_SCHEMA = """
 CREATE SCHEMA ponder;
 CREATE TABLE ponder."Event" (
     id                 text PRIMARY KEY,
-    "chainId"          bigint  NOT NULL,
-    "blockNumber"      bigint  NOT NULL,
+    "chainId"          numeric(78,0) NOT NULL,
+    "blockNumber"      numeric(78,0) NOT NULL,
     "blockHash"        text    NOT NULL,
     "transactionHash"  text    NOT NULL,
     "logIndex"         integer NOT NULL,
     registry           text    NOT NULL,
     "eventType"        text    NOT NULL,
-    "agentId"          bigint,
-    "timestamp"        bigint  NOT NULL,
+    "agentId"          numeric(78,0),
+    "timestamp"        numeric(78,0) NOT NULL,
     owner text, "tokenUri" text, "metadataKey" text, "metadataValue" text,
-    "clientAddress" text, "feedbackIndex" bigint, score integer, tag1 text, tag2 text,
+    "clientAddress" text, "feedbackIndex" numeric(78,0), score integer, tag1 text, tag2 text,
     "fileUri" text, "fileHash" text, "validatorAddress" text, "requestHash" text,
     response integer, "responseUri" text, "responseHash" text, tag text
 );
 CREATE TABLE ponder."Checkpoint" (
-    "chainId"          bigint PRIMARY KEY,
-    "lastBlockNumber"  bigint NOT NULL,
+    "chainId"          numeric(78,0) PRIMARY KEY,
+    "lastBlockNumber"  numeric(78,0) NOT NULL,
     "lastBlockHash"    text   NOT NULL
 );
 """
@@ -244,6 +253,16 @@ def test_a_changed_mapping_replaces_the_triggers(tmp_path: Path, ponder_database
     assert len(attached(ponder_database)) == 3
 
 
+def test_the_example_configs_ponder_mapping_attaches(tmp_path: Path, ponder_database: str) -> None:
+    text = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    block = "\n".join(line[1:] for line in text.splitlines() if line.startswith(("#source", "#  ")))
+    source = yaml.safe_load(block)["source"]
+    out = migrate(config_with(tmp_path, ponder_database, source))
+    assert "(same name)" not in out  # every field is written out
+    assert "events.token_uri <- tokenUri" in out
+    assert len(attached(ponder_database)) == 6
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
@@ -295,6 +314,20 @@ def test_a_bad_mapping_is_refused_and_nothing_is_attached(
     assert result.returncode == 1, result.stdout
     assert "Traceback" not in result.stderr
     assert attached(ponder_database) == []
+
+
+def test_a_refused_change_leaves_the_triggers_attached_before(
+    tmp_path: Path, ponder_database: str
+) -> None:
+    migrate(config_with(tmp_path, ponder_database, SOURCE))
+    bad = {**SOURCE, "columns": {"tag": "nope"}}
+    result = run_engine(config_with(tmp_path, ponder_database, bad), "migrate")
+    assert result.returncode == 1
+    assert "source.columns.tag: ponder.Event has no column 'nope'" in result.stderr
+    assert len(attached(ponder_database)) == 6
+    with psycopg.connect(ponder_database, autocommit=True) as conn:
+        conn.execute(insert_sql([feedback_row(7, 0, "0xb7", 40, 10)]))
+    assert query_value(ponder_database, "SELECT count(*) FROM events") == 1
 
 
 def test_a_config_key_that_is_not_a_field_is_refused_when_loaded(
