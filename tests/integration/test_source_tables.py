@@ -238,6 +238,21 @@ def test_detach_removes_the_triggers_and_nothing_is_copied_after(
     assert len(attached(ponder_database)) == 6
 
 
+def test_rows_written_before_attaching_are_copied_only_with_backfill(
+    tmp_path: Path, ponder_database: str
+) -> None:
+    with psycopg.connect(ponder_database, autocommit=True) as conn:
+        conn.execute(insert_sql([feedback_row(5, i, "0xb5", i, 1) for i in range(3)]))
+    config = config_with(tmp_path, ponder_database, SOURCE)
+    migrate(config)
+    assert query_value(ponder_database, "SELECT count(*) FROM events") == 0  # no history
+    with psycopg.connect(ponder_database, autocommit=True) as conn:
+        conn.execute(insert_sql([feedback_row(6, 0, "0xb6", 9, 1)]))
+    assert "events copied from the source (--backfill): 3" in migrate(config, "--backfill")
+    assert "--backfill" not in migrate(config, "--backfill")  # nothing is copied twice
+    assert query_value(ponder_database, "SELECT count(*) FROM events") == 4
+
+
 def test_a_changed_mapping_replaces_the_triggers(tmp_path: Path, ponder_database: str) -> None:
     migrate(config_with(tmp_path, ponder_database, {**SOURCE, "checkpoints": None}))
     changed = {"table": "ponder.Event", "columns": {"tag": "tag1", "owner": "clientAddress"}}
