@@ -15,11 +15,15 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import logs
 from engine.config import Settings, load_config
 from engine.tenants.commands import add_tenant_commands
 from rules.errors import EngineError
+
+if TYPE_CHECKING:
+    from engine.migrate import MigrationReport
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -38,14 +42,50 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from engine.migrate import migrate
+    from engine.migrate import detach_source, migrate
 
-    report = migrate(settings_of(args).database_url, doorbell=not args.no_doorbell)
+    settings = settings_of(args)
+    if args.detach:
+        removed = detach_source(settings.database_url)
+        print(f"removed: {', '.join(removed)}" if removed else "no source triggers were attached")
+        return 0
+    if args.backfill and settings.source_tables is None:
+        raise EngineError("--backfill copies the rows of source.table: the config has no source:")
+    report = migrate(
+        settings.database_url,
+        doorbell=not args.no_doorbell,
+        source=settings.source_tables,
+        backfill=args.backfill,
+    )
     applied = ", ".join(report.applied) or "nothing new"
     kind = "TimescaleDB hypertable" if report.timescaledb else "plain table"
     bell = "on" if report.doorbell else "off (the engine polls)"
     print(f"migrations applied: {applied}; events: {kind}; NOTIFY doorbell: {bell}")
+    _print_source(report)
     return 0
+
+
+def _print_source(report: MigrationReport) -> None:
+    attached = report.source
+    if attached is None:
+        if report.source_left:
+            print(
+                "source triggers attached earlier, left as they are: "
+                f"{', '.join(report.source_left)} (the config has no source:; "
+                "`engine migrate --detach` removes them)"
+            )
+        return
+    if attached.removed:
+        print(f"source triggers replaced: {', '.join(attached.removed)}")
+    print(f"source triggers attached: {', '.join(attached.attached)}")
+    for line in attached.fields:
+        print(f"  {line}")
+    if attached.checkpoints_copied:
+        print(f"checkpoints copied from the source: {attached.checkpoints_copied}")
+    if attached.events_backfilled:
+        print(f"events copied from the source (--backfill): {attached.events_backfilled}")
+    for warning in attached.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -221,8 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("migrate", cmd_migrate, "apply the sql/ migrations (idempotent)").add_argument(
+    migrate = add(
+        "migrate", cmd_migrate, "apply the sql/ migrations and attach source: (idempotent)"
+    )
+    migrate.add_argument(
         "--no-doorbell", action="store_true", help="no NOTIFY trigger: the engine polls"
+    )
+    migrate.add_argument(
+        "--detach",
+        action="store_true",
+        help="only remove the triggers attached for source: (prints what it removed)",
+    )
+    migrate.add_argument(
+        "--backfill",
+        action="store_true",
+        help="also copy the rows already in source.table that are not in events yet",
     )
     add("run", cmd_run, "the daemon: listener, evaluator, dispatcher, http endpoints")
     add("worker", cmd_worker, "an RQ worker executing actions").add_argument(

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from actions.base import ActionSettings
+from engine.source_config import SourceSettings, read_source
 from engine.tunables import (
     ApiSettings,
     EngineTunables,
@@ -58,6 +59,7 @@ TOP_LEVEL_KEYS = (
     "tenants",
     "secrets_key",
     "rule_files",
+    "source",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -96,6 +98,8 @@ class Settings:
     secrets_key: str | None = None
     config_variables: frozenset[str] = frozenset()  # the ${VAR}s of the config file itself
     source: str | None = None  # the config file, when there is one
+    # ``source:``: the indexer's own tables, attached by `engine migrate`.
+    source_tables: SourceSettings | None = None
 
     @property
     def bot_names(self) -> frozenset[str]:
@@ -375,6 +379,7 @@ def _build(
         secrets_key=_secrets_key(read),
         config_variables=config_variables,
         source=source,
+        source_tables=read_source(read.get("source"), read.fail, config_file=source, lines=lines),
     )
 
 

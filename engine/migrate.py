@@ -4,7 +4,9 @@ Refuses a database whose encoding is not UTF8: SQL_ASCII stores bytes that are n
 valid UTF-8, and an event the engine cannot decode can be neither evaluated nor shown.
 Runs under a transaction-scoped advisory lock so two processes migrating at once
 serialise.  Turns ``events`` into a TimescaleDB hypertable when the extension is
-available, and installs (or removes) the NOTIFY doorbell.
+available, and installs (or removes) the NOTIFY doorbell.  With a ``source:`` config it
+attaches (or, re-run, replaces) the triggers that read the indexer's own tables
+(engine.source_tables), in the same transaction: a bad mapping leaves nothing attached.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from dataclasses import dataclass, field
 
 import sql as db
+from engine import source_tables
+from engine.source_config import SourceSettings
 from rules.errors import EngineError
 from sql import migrations
 
@@ -50,10 +54,24 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     timescaledb: bool = False
     doorbell: bool = True
+    source: source_tables.AttachReport | None = None  # None: no `source:` configured
+    source_left: list[str] = field(default_factory=list)  # attached earlier, left as is
 
 
-def migrate(dsn: str, *, doorbell: bool = True, timescaledb: bool | None = None) -> MigrationReport:
-    """Apply what is missing; ``timescaledb=None`` means: use it when available."""
+def migrate(
+    dsn: str,
+    *,
+    doorbell: bool = True,
+    timescaledb: bool | None = None,
+    source: SourceSettings | None = None,
+    backfill: bool = False,
+) -> MigrationReport:
+    """Apply what is missing; ``timescaledb=None`` means: use it when available.
+
+    ``source``: attach its triggers, replacing any attached before; without it, triggers
+    attached earlier stay (``detach_source`` removes them) and the report names them.
+    ``backfill``: also copy the source rows not in ``events`` yet.
+    """
     report = MigrationReport(doorbell=doorbell)
     with db.connect(dsn) as conn:
         check_encoding(conn)
@@ -77,7 +95,18 @@ def migrate(dsn: str, *, doorbell: bool = True, timescaledb: bool | None = None)
                     db.run(conn, "timescaledb_create")
                     db.run(conn, "timescaledb_hypertable")
             db.run(conn, "doorbell_on" if doorbell else "doorbell_off")
+            if source is not None:
+                report.source = source_tables.attach(conn, source, backfill=backfill)
+            else:
+                report.source_left = source_tables.attached_triggers(conn)
     return report
+
+
+def detach_source(dsn: str) -> list[str]:
+    """``engine migrate --detach``: remove the source triggers; returns what was removed."""
+    with db.connect(dsn) as conn, conn.transaction():
+        db.run(conn, "migrations_lock")
+        return source_tables.detach(conn)
 
 
 def apply_migrations(dsn: str) -> list[str]:

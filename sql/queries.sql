@@ -679,3 +679,52 @@ SELECT rule_id, document::text AS document, version, created_at, updated_at
 
 -- name: api_statement_timeout
 SELECT set_config('statement_timeout', $1, true);
+
+-- The indexer's own tables (engine.source_tables, `engine migrate` with `source:`).
+
+-- name: source_table_type
+-- NULL when there is no such table (or the role may not see it).
+SELECT table_type FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2;
+
+-- name: source_table_lookalikes
+-- Tables whose name differs only in case: "ponder.event" when the table is "Event".
+SELECT table_schema || '.' || table_name FROM information_schema.tables
+ WHERE lower(table_schema) = lower($1) AND lower(table_name) = lower($2)
+ ORDER BY 1;
+
+-- name: source_table_is_ours
+-- The engine's own table: copying it into itself would never end.
+SELECT to_regclass(format('%I.%I', $1::text, $2::text))
+       IN (to_regclass('events'), to_regclass('checkpoints'));
+
+-- name: source_columns
+-- A table's columns with their types past any domain ($1 schema, $2 table).
+SELECT c.column_name, t.oid::int8, format_type(t.oid, NULL), c.is_nullable = 'YES',
+       c.column_default IS NOT NULL OR c.is_identity = 'YES', t.typcategory = 'N'
+  FROM information_schema.columns c
+  JOIN pg_type t ON t.oid = to_regtype(quote_ident(c.udt_schema) || '.' || quote_ident(c.udt_name))
+ WHERE c.table_schema = $1 AND c.table_name = $2
+ ORDER BY c.ordinal_position;
+
+-- name: source_schema_of
+-- The schema of one of our tables, as this connection's search_path finds it.
+SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass($1);
+
+-- name: source_casts
+SELECT castsource::int8, casttarget::int8, castcontext::text FROM pg_cast;
+
+-- name: source_triggers_attached
+-- Every trigger `engine migrate` attached for `source:`, on whichever table it is.
+SELECT n.nspname, c.relname, t.tgname
+  FROM pg_trigger t
+  JOIN pg_class c ON c.oid = t.tgrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT t.tgisinternal AND t.tgname LIKE 'engine\_source\_%'
+ ORDER BY 1, 2, 3;
+
+-- name: source_functions_attached
+SELECT n.nspname, p.proname
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.proname LIKE 'engine\_source\_%'
+ ORDER BY 1, 2;
