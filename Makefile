@@ -4,10 +4,14 @@ SHELL := /bin/bash
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap run test test-faults lint bench clean
+.PHONY: bootstrap timescaledb run test test-faults lint bench clean
 
 bootstrap:
 	@scripts/bootstrap.sh
+
+## timescaledb: the TimescaleDB the tests run against (tests/timescaledb/, from npm)
+timescaledb:
+	@scripts/install-test-timescaledb.sh
 
 ## run: the local stack (private PostgreSQL and Redis, engine, worker, webhook receiver)
 run: bootstrap
@@ -20,11 +24,11 @@ define pytest
 endef
 
 ## test: the whole suite except the long fault-injection scenarios
-test: bootstrap
+test: bootstrap timescaledb
 	$(call pytest,-m "not faults")
 
 ## test-faults: the long fault-injection scenarios (marker `faults`)
-test-faults: bootstrap
+test-faults: bootstrap timescaledb
 	$(call pytest,-m faults)
 
 lint: bootstrap
@@ -37,5 +41,6 @@ bench: bootstrap
 
 ## clean: build and tool caches and .venv; the local stack's data in .engine/ is kept
 clean:
-	rm -rf .venv build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		tests/timescaledb/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -344,15 +344,29 @@ SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
 -- name: retention_delete_events
 -- One batch of events older than $1 days, by insert time.  An event that some cursor
 -- has not evaluated yet is never deleted (no event is skipped, even by retention), and
--- nothing is deleted before any cursor exists.
+-- nothing is deleted before any cursor exists.  The conditions sit inside the LIMIT so
+-- that old rows which must stay never fill a batch and stop the rows behind them.
 DELETE FROM events e
- USING (SELECT id, created_at FROM events
-         WHERE created_at < now() - make_interval(days => $1)
-         ORDER BY created_at
+ USING (SELECT o.id, o.created_at FROM events o
+         WHERE o.created_at < now() - make_interval(days => $1)
+           AND EXISTS (SELECT 1 FROM engine_cursors)
+           AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
+         ORDER BY o.created_at
          LIMIT $2) old
- WHERE e.id = old.id AND e.created_at = old.created_at
-   AND EXISTS (SELECT 1 FROM engine_cursors)
-   AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (e.txid, e.seq) > (c.txid, c.seq));
+ WHERE e.id = old.id AND e.created_at = old.created_at;
+
+-- name: retention_delete_events_not_held
+-- retention_delete_events, when `held_events` exists: an event held for confirmations
+-- has been passed by the cursor but is still to be evaluated, so it stays too.
+DELETE FROM events e
+ USING (SELECT o.id, o.created_at FROM events o
+         WHERE o.created_at < now() - make_interval(days => $1)
+           AND EXISTS (SELECT 1 FROM engine_cursors)
+           AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
+           AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = o.id)
+         ORDER BY o.created_at
+         LIMIT $2) old
+ WHERE e.id = old.id AND e.created_at = old.created_at;
 
 -- name: retention_delete_action_results
 -- One batch of finished audit rows older than $1 days; queued, running and retrying
@@ -373,9 +387,36 @@ SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable
                 WHERE schema_name = current_schema() AND table_name = 'events');
 
+-- name: retention_held_events_exists
+-- `held_events` (confirmations) is created by a later migration: ask before naming it.
+SELECT to_regclass('held_events') IS NOT NULL;
+
+-- name: retention_event_chunks_cutoff
+-- TimescaleDB drops whole chunks, all of whose rows are older than a cutoff.  The cutoff
+-- is $1 days ago, or earlier: the insert time of the oldest event that the slowest
+-- cursor has not passed, so that no chunk holding such an event goes.  NULL before any
+-- cursor exists: nothing may go then.  (txid, seq) > the slowest cursor is the same as
+-- "some cursor has not passed it", and uses events_cursor_idx.
+WITH slowest AS (SELECT txid, seq FROM engine_cursors ORDER BY txid, seq LIMIT 1)
+SELECT least(now() - make_interval(days => $1),
+             (SELECT min(e.created_at) FROM events e, slowest s
+               WHERE (e.txid, e.seq) > (s.txid, s.seq)))
+  FROM slowest;
+
+-- name: retention_event_chunks_cutoff_not_held
+-- retention_event_chunks_cutoff, when `held_events` exists: no earlier than the oldest
+-- held event either (held_events.created_at is its events row's created_at).
+WITH slowest AS (SELECT txid, seq FROM engine_cursors ORDER BY txid, seq LIMIT 1)
+SELECT least(now() - make_interval(days => $1),
+             (SELECT min(e.created_at) FROM events e, slowest s
+               WHERE (e.txid, e.seq) > (s.txid, s.seq)),
+             (SELECT min(h.created_at) FROM held_events h))
+  FROM slowest;
+
 -- name: retention_drop_event_chunks
--- TimescaleDB: whole chunks older than $1 days go at once, instead of row deletes.
-SELECT count(*) FROM drop_chunks('events', older_than => now() - make_interval(days => $1));
+-- TimescaleDB: whole chunks that end before $1 (a cutoff from the query above) go at
+-- once, instead of row deletes.
+SELECT count(*) FROM drop_chunks('events', older_than => $1::timestamptz);
 
 -- name: stats_views
 -- The statistics views that the engine refreshes itself: plain materialized views

@@ -136,3 +136,36 @@ def test_engine_run_refreshes_statistics_and_applies_retention(
         )
         assert engine.alive()
     assert "retention applied" in engine.output()
+
+
+async def test_batched_retention_spares_held_events_and_is_not_stopped_by_rows_it_keeps(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    # held_events as the confirmations migration (sql/006) defines it at least.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS held_events (
+                   event_id TEXT NOT NULL, chain_id BIGINT NOT NULL,
+                   block_number BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"""
+        )
+    insert_events(database_url, _events(5, agent=1))  # old, evaluated: deleted
+    insert_events(database_url, _events(3, agent=2))  # old, evaluated, held: kept
+    _advance_cursor_past_everything(database_url)
+    insert_events(database_url, _events(3, agent=3))  # old, not evaluated yet: kept
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # The rows that must stay are the oldest: they come first in every batch.
+        conn.execute(f"UPDATE events SET created_at = {OLD} WHERE agent_id = 1")
+        conn.execute(
+            f"UPDATE events SET created_at = {OLD} - interval '9 days' WHERE agent_id <> 1"
+        )
+        conn.execute(
+            """INSERT INTO held_events (event_id, chain_id, block_number, created_at)
+               SELECT id, chain_id, block_number, created_at FROM events WHERE agent_id = 2"""
+        )
+
+    report = await apply_retention(pool, RetentionSettings(events_days=365, delete_batch_size=2))
+
+    assert report.events_deleted == 5
+    assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 1") == 0
+    assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 2") == 3
+    assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 3") == 3
