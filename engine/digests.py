@@ -74,7 +74,13 @@ class DigestBatch:
         stored = {"event": context["event"], "state": context["state"], "fired_at": fired_at}
         event_id = event.get("id")
         self.firings.append(
-            (rule.id, key, rule.org_id, None if event_id is None else str(event_id), to_json(stored))
+            (
+                rule.id,
+                key,
+                rule.org_id,
+                None if event_id is None else str(event_id),
+                to_json(stored),
+            )
         )
         if (rule.id, key) not in self.opened:
             values = to_json(spec.values(event))

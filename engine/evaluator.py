@@ -244,8 +244,7 @@ class Evaluator:
             if step.suppressed:
                 counter["suppressed"] += 1
                 result.suppressed += 1
-            if rule.resolve is not None:
-                noise[1].note(rule, key, event, step, now, pending)
+            noise[1].note(rule, key, event, step, now, pending)  # `resolve`: may queue rows
             if not step.fired:
                 continue
             counter["fired"] += 1

@@ -84,9 +84,11 @@ class AlertBatch:
         pending: PendingActionRows,
     ) -> None:
         """Open or extend the group's alert when ``step`` fired; resolve it (queue the
-        resolve actions into ``pending``) when the event did not meet `when`."""
+        resolve actions into ``pending``) when the event did not meet `when`.  Nothing
+        for a rule without `resolve`."""
         resolve = rule.resolve
-        assert resolve is not None
+        if resolve is None:
+            return
         k = (rule.id, key)
         alert = self.alerts.get(k)
         if step.fired:

@@ -111,7 +111,9 @@ def compile_rule(
 
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
-        sink.share(("templates checked", actions_key, group_names, state_keys, extra is None), check)
+        sink.share(
+            ("templates checked", actions_key, group_names, state_keys, extra is None), check
+        )
         context_fields = sink.share(
             ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
         )

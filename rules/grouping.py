@@ -198,7 +198,11 @@ def offline_digest_context(rule: Rule, firings: Sequence[Firing], n: int) -> dic
     key = spec.key(firings[n].event)
     same = [f for f in firings if spec.key(f.event) == key]
     listed = [
-        {"event": f.context["event"], "state": f.context["state"], "fired_at": f.context["fired_at"]}
+        {
+            "event": f.context["event"],
+            "state": f.context["state"],
+            "fired_at": f.context["fired_at"],
+        }
         for f in same[: spec.max_firings]
     ]
     return digest_context(

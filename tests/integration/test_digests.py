@@ -55,7 +55,9 @@ rules:
 """
 
 
-def configure(tmp_path: Path, database_url: str, redis_url: str, rules: str, **extra: object) -> Path:
+def configure(
+    tmp_path: Path, database_url: str, redis_url: str, rules: str, **extra: object
+) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(rules, encoding="utf-8")
     return write_config(
@@ -78,9 +80,7 @@ def test_firings_of_a_group_become_one_digest_then_wait_for_the_interval(
     rules = digest_rule(webhook_receiver.url, wait="2s", interval="4s", max_listed=3)
     config = configure(tmp_path, database_url, redis_url, rules)
     with engine_processes(config, tmp_path, ["run"], ["worker"]):
-        wait_until(
-            lambda: query_value(database_url, "SELECT count(*) FROM triggers"), what="rules"
-        )
+        wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"), what="rules")
         insert_events(database_url, [feedback(1) for _ in range(5)] + [feedback(2)] * 2)
         insert_events(database_url, [feedback(1, score=90)])  # does not fire
         first = webhook_receiver.wait_for(2, timeout=20)
@@ -132,8 +132,7 @@ rules:
             wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"))
             insert_events(database_url, [{**feedback(3), "tag1": "x" * 200} for _ in range(60)])
             wait_until(
-                lambda: query_value(database_url, "SELECT status FROM action_results")
-                == "success",
+                lambda: query_value(database_url, "SELECT status FROM action_results") == "success",
                 what="the digest to be delivered",
             )
         messages = api.messages

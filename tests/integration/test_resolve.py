@@ -75,10 +75,12 @@ def test_the_next_event_not_meeting_when_resolves_once(
         insert_events(database_url, [feedback(1, 200)])  # still fine: no second notice
         requests = webhook_receiver.wait_for(5)
         wait_until(
-            lambda: query_value(
-                database_url, "SELECT count(*) FROM action_results WHERE status <> 'success'"
+            lambda: (
+                query_value(
+                    database_url, "SELECT count(*) FROM action_results WHERE status <> 'success'"
+                )
+                == 0
             )
-            == 0
         )
     assert sorted(kinds(webhook_receiver)) == [
         ("fired", 1),

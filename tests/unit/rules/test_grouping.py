@@ -63,7 +63,9 @@ def test_group_mistakes_name_the_file_line_rule_and_what_was_expected():
 
 
 def test_resolve_needs_when_and_actions():
-    [error] = errors_of(HEAD + "    resolve: {actions: " + REST.split(": ", 1)[1].strip() + "}\n" + REST)
+    [error] = errors_of(
+        HEAD + "    resolve: {actions: " + REST.split(": ", 1)[1].strip() + "}\n" + REST
+    )
     assert error.startswith("rules/test.yaml:5 rule 'digest-me': resolve needs the rule to have")
     errors = errors_of(
         HEAD + "    when: {count: {within: 1h, at_least: 2}}\n    resolve: {after: 1h}\n" + REST
@@ -72,7 +74,8 @@ def test_resolve_needs_when_and_actions():
 
 
 def test_template_names_are_checked_per_context():
-    body = HEAD + "    group: {by: agent_id}\n    actions: [{rest: {url: 'http://h/{{ alert.x }}'}}]\n"
+    url = "'http://h/{{ alert.x }}'"
+    body = HEAD + "    group: {by: agent_id}\n    actions: [{rest: {url: " + url + "}}]\n"
     [error] = errors_of(body)
     assert "template uses 'alert'" in error and "firings, count, more" in error
     body = (
@@ -94,15 +97,20 @@ def test_digest_and_resolve_contexts_render():
         when: {count: {within: 1h, at_least: 1}}
         group: {by: [agent_id], max: 2}
         actions:
-          - telegram: {chat_id: "1", text: "{{ count }}: {% for f in firings %}{{ f.event.score }} {% endfor %}+{{ more }}"}
+          - telegram:
+              chat_id: "1"
+              text: "{{ count }}: {% for f in firings %}{{ f.event.score }} {% endfor %}+{{ more }}"
         resolve:
           actions:
             - telegram: {chat_id: "1", text: "ok {{ group.agent_id }} after {{ alert.firings }}"}
         """
     )
     firings = [
-        {k: v for k, v in build_context(rule, {"agent_id": 4, "score": s}, {}, {}, "t").items()
-         if k in ("event", "state", "fired_at")}
+        {
+            k: v
+            for k, v in build_context(rule, {"agent_id": 4, "score": s}, {}, {}, "t").items()
+            if k in ("event", "state", "fired_at")
+        }
         for s in (7, 8)
     ]
     context = digest_context({"id": "d"}, {"agent_id": 4}, firings, 5, "now")
