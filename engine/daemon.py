@@ -28,11 +28,13 @@ import redis
 
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
+from engine.digests import flush_due_digests
 from engine.dispatcher import Dispatcher, sweep_actions
 from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
 from engine.leader import CONNECTION_ERRORS, LeaderLock
 from engine.listener import Listener
 from engine.maintenance import Maintenance
+from engine.resolves import resolve_quiet_alerts
 from engine.rulebook import RuleBook, RuleSwap
 from engine.tenant_rules import TenantRules
 from rules.gc_pause import freeze_long_lived
@@ -61,6 +63,8 @@ class DaemonStats:
     batches: int = 0
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     enqueue_failures: int = 0
+    digests: int = 0  # digests queued (engine.digests)
+    resolved_by_after: int = 0  # alerts resolved by `resolve.after` (engine.resolves)
     last_event_timestamp: int | None = None
 
 
@@ -166,6 +170,7 @@ class Daemon:
                 self.rules_staged.clear()
                 self.tenants.published.clear()
                 await self._drain()
+                await self._flush_due()
                 await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
                 delay = tun.reconnect_min_s
@@ -341,7 +346,9 @@ class Daemon:
             await self._dispatch(result.action_ids, result.action_orgs)
             if result.events < self.evaluator.batch_size and not isolating:
                 return
-            await self._sweep_if_due()  # a long catch-up must not hold back due retries
+            # A long catch-up must hold back neither due digests nor due retries.
+            await self._flush_due()
+            await self._sweep_if_due()
 
     async def _isolate(self, conn: asyncpg.Connection, isolating: int, exc: Exception) -> int:
         """A batch failed because of its rows: find the row one by one, then skip it.
@@ -362,6 +369,21 @@ class Daemon:
             extra={"event_id": event_id, "error": str(exc)[:500]},
         )
         return max(0, isolating - 1)
+
+    async def _flush_due(self) -> None:
+        """The time-driven work, between batches: due digests and `resolve.after`.  Each
+        commits its queued rows with its state change; they are enqueued after it."""
+        index = self.rulebook.index
+        if index is None:
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            digests = await flush_due_digests(conn, index, time.time())
+            await self._dispatch(digests.action_ids, digests.action_orgs)
+            resolved = await resolve_quiet_alerts(conn, index, time.time())
+            await self._dispatch(resolved.action_ids, resolved.action_orgs)
+        self.stats.digests += digests.sent
+        self.stats.resolved_by_after += resolved.sent
 
     async def _sweep_if_due(self) -> None:
         if time.monotonic() >= self._next_sweep:

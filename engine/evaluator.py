@@ -29,9 +29,11 @@ from engine.action_rows import (
 )
 from engine.config import EngineTunables
 from engine.cursor import Cursor, CursorPosition
+from engine.digests import DigestBatch
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
+from engine.resolves import AlertBatch
 from engine.state_store import StateKey, States, load_states, save_states
 from engine.tenant_rules import TenantRules
 from engine.unusual_rows import unusual_rows
@@ -187,13 +189,19 @@ class Evaluator:
         stats: dict[str, Counter[str]] = {}
         most = sum(len(rule.actions) for _, rule, _ in matches)
         writer = ActionRowWriter(conn, copy=copy, most=most)
+        digests = DigestBatch()
+        alerts = await AlertBatch.load(
+            conn, {(rule.id, key) for _, rule, key in matches if rule.resolve is not None}
+        )
         try:
             changed, pending = await self._step_all(
-                matches, states, stats, writer, result, now, trusted_until
+                matches, states, stats, writer, result, now, trusted_until, (digests, alerts)
             )
             written = await writer.finish(pending)
         finally:
             await writer.settle()
+        await digests.save(conn)
+        await alerts.save(conn)
         held = set(writer.held)
         result.action_ids = [i for i in written if i not in held] if held else written
         result.action_orgs = writer.orgs
@@ -210,6 +218,7 @@ class Evaluator:
         result: BatchResult,
         now: float,
         trusted_until: int,
+        noise: tuple[DigestBatch, AlertBatch],
     ) -> tuple[set[StateKey], PendingActionRows]:
         """Step every match; firings become action rows, handed to ``writer`` a chunk at
         a time as they fill.  Returns the state groups changed and the rows not handed."""
@@ -235,10 +244,14 @@ class Evaluator:
             if step.suppressed:
                 counter["suppressed"] += 1
                 result.suppressed += 1
+            noise[1].note(rule, key, event, step, now, pending)  # `resolve`: may queue rows
             if not step.fired:
                 continue
             counter["fired"] += 1
             result.fired += 1
+            if rule.grouping is not None:  # kept for its group's digest (engine.digests)
+                noise[0].add(rule, event, step, fired_at, now)
+                continue
             status = "queued"
             if rule.org_id is not None and not self.quota.allow(rule.org_id, now):
                 status = QUOTA_EXCEEDED

@@ -14,6 +14,7 @@ from typing import Any, Final
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
+from rules.grouping import DIGEST_CONTEXT, compile_grouping
 from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
@@ -34,6 +35,8 @@ RULE_KEYS: Final = (
     "per",
     "when",
     "throttle",
+    "group",
+    "resolve",
     "actions",
     "tests",
 )
@@ -94,19 +97,30 @@ def compile_rule(
         ),
     )
     context_fields = None
+    state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
+    grouping, resolve = compile_grouping(
+        raw, expanded, per or (), state_keys, sink, bot_names, timeout_limits_s
+    )
     if isinstance(expanded_actions, list):
-        state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
+        group_names = per or () if grouping is None else grouping.by
+        extra = DIGEST_CONTEXT if grouping is not None else None
 
         def check() -> bool:
-            check_templates(expanded_actions, per or (), state_keys, sink)
+            check_templates(expanded_actions, group_names, state_keys, sink, extra=extra)
             return True
 
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
-        sink.share(("templates checked", actions_key, per, state_keys), check)
+        sink.share(
+            ("templates checked", actions_key, group_names, state_keys, extra is None), check
+        )
         context_fields = sink.share(
             ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
         )
+    if grouping is not None or resolve is not None:
+        # A digest's firings and a resolved notice keep whole rows: their templates reach
+        # events through `firings[i].event` and `alert`, which the projection cannot follow.
+        context_fields = None
     names = [
         a.get("name") if isinstance(a, Mapping) else None
         for a in (expanded_actions if isinstance(expanded_actions, list) else [])
@@ -140,6 +154,8 @@ def compile_rule(
         context_fields=context_fields,
         event_fields=event_fields,
         org_id=org_id,
+        grouping=grouping,
+        resolve=resolve,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rules.fields import fold_hex
 
 if TYPE_CHECKING:
+    from rules.grouping import GroupSpec, ResolveSpec
     from rules.matchers import Predicate
     from rules.stateful import StateMachine
 
@@ -136,6 +137,9 @@ class Rule:
     event_fields: tuple[str, ...] | None = field(default=None, repr=False)
     # The organization a tenant's rule belongs to; None for the operator's file rules.
     org_id: int | None = None
+    # `group` (its firings become digests) and `resolve` (rules.grouping).
+    grouping: GroupSpec | None = field(default=None, repr=False)
+    resolve: ResolveSpec | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

@@ -29,14 +29,25 @@ RULE_ATTRIBUTES: Final = ("id", "description", "owner")
 
 
 def check_templates(
-    actions: Sequence[Any], per: Sequence[str], state_keys: Sequence[str], sink: Problems
+    actions: Sequence[Any],
+    per: Sequence[str],
+    state_keys: Sequence[str],
+    sink: Problems,
+    *,
+    extra: Mapping[str, Sequence[str] | None] | None = None,
+    path: Path = ("actions",),
 ) -> None:
-    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list)."""
-    known = {
+    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list).
+
+    ``extra``: further context names (a digest's `firings`, a resolve's `alert`) with the
+    attributes each has, None for a name whose attributes are not checked.
+    """
+    known: dict[str, Sequence[str] | None] = {
         "event": tuple(EVENT_FIELDS),
         "rule": RULE_ATTRIBUTES,
         "group": tuple(per),
         "state": tuple(state_keys),
+        **(extra or {}),
     }
     for index, action in enumerate(actions):
         if not isinstance(action, Mapping):
@@ -44,8 +55,8 @@ def check_templates(
         for kind in ("telegram", "rest", "mcp"):
             body = action.get(kind)
             if isinstance(body, Mapping):
-                for path, source in _template_fields(kind, body):
-                    check_template(source, known, sink, ("actions", index, kind, *path))
+                for field, source in _template_fields(kind, body):
+                    check_template(source, known, sink, (*path, index, kind, *field))
 
 
 #: The event columns every stored context keeps, whatever the templates use: enough for
@@ -176,19 +187,22 @@ def _leaves(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def check_template(
-    source: str, known: Mapping[str, Sequence[str]], sink: Problems, path: Path
+    source: str, known: Mapping[str, Sequence[str] | None], sink: Problems, path: Path
 ) -> None:
-    """Report syntax errors and unknown names in one template string."""
+    """Report syntax errors and unknown names in one template string (``known``: each
+    context name and its attributes, None when they are not checked)."""
     if "{" not in source:
         return
-    frozen = tuple((root, tuple(choices)) for root, choices in known.items())
+    frozen = tuple(
+        (root, None if choices is None else tuple(choices)) for root, choices in known.items()
+    )
     for message in _template_problems(source, frozen):
         sink.at(path, message)
 
 
 @lru_cache(maxsize=4096)
 def _template_problems(
-    source: str, known: tuple[tuple[str, tuple[str, ...]], ...]
+    source: str, known: tuple[tuple[str, tuple[str, ...] | None], ...]
 ) -> tuple[str, ...]:
     """The messages for ``source`` checked against ``known``, cached: 100,000 rules often
     share a handful of templates, and parsing each again was most of the load time."""
@@ -198,11 +212,12 @@ def _template_problems(
     except TemplateSyntaxError as exc:
         return (f"template error on its line {exc.lineno}: {exc.message}",)
     problems: list[str] = []
-    allowed = set(CONTEXT_NAMES) | set(environment("none").globals)
+    names = (*CONTEXT_NAMES, *(root for root, _ in known if root not in CONTEXT_NAMES))
+    allowed = set(names) | set(environment("none").globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
         problems.append(
             f"template uses '{name}', which is not in the template context"
-            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES)
+            f"{suggest(name, names)}; use one of " + ", ".join(names)
         )
     choices_of = dict(known)
     for root, attribute in _attribute_uses(tree):

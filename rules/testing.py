@@ -15,6 +15,7 @@ from typing import Any
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
 from rules.evaluate import Firing, evaluate_stream
+from rules.grouping import offline_digest_context
 from rules.index import RuleIndex
 from rules.model import RenderExpectation, Rule, RuleTest
 from rules.templates import render_action
@@ -83,8 +84,11 @@ def _check_render(
     # A variable the test environment lacks stays as written: rule tests must not depend
     # on secrets being set, and the loader has already reported unset ones.
     spec = expand_env(action.raw, environ, on_error=_leave_as_written)
+    context = firings[expect.firing].context
+    if rule.grouping is not None:
+        context = offline_digest_context(rule, firings, expect.firing)
     try:
-        rendered = render_action(action.kind, spec, firings[expect.firing].context)
+        rendered = render_action(action.kind, spec, context)
     except TemplateRenderError as exc:
         return [f"{where}: {exc}"]
     text = rendered_text(action.kind, rendered)

@@ -769,3 +769,100 @@ SELECT n.nspname, p.proname
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE p.proname LIKE 'engine\_source\_%'
  ORDER BY 1, 2;
+
+-- Digests (engine.digests) -------------------------------------------------------------
+
+-- name: digest_add_firings
+INSERT INTO digest_firings (trigger_id, group_key, org_id, event_id, context)
+SELECT t, g, o, e, c::json
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS u(t, g, o, e, c);
+
+-- name: digest_open_groups
+-- A group with nothing pending becomes due `wait` after this firing, and not sooner than
+-- `interval` after its last digest; a group already due keeps its time.
+INSERT INTO digest_groups AS g (trigger_id, group_key, org_id, group_values, due_at)
+SELECT u.t, u.k, u.o, u.v::json,
+       greatest(to_timestamp(u.wait_until), prev.last_sent_at + make_interval(secs => u.interval_s))
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::float8[], $6::float8[])
+       AS u(t, k, o, v, wait_until, interval_s)
+  LEFT JOIN digest_groups prev ON prev.trigger_id = u.t AND prev.group_key = u.k
+ON CONFLICT (trigger_id, group_key) DO UPDATE SET due_at = coalesce(g.due_at, EXCLUDED.due_at);
+
+-- name: digest_due_groups
+SELECT trigger_id, group_key, group_values::text AS group_values
+  FROM digest_groups
+ WHERE due_at <= to_timestamp($1)
+ ORDER BY due_at
+ LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: digest_take_firings
+-- Deletes every firing of the group and returns how many, the first one's id and the
+-- first $3 of them: the digest holds exactly what this statement deleted.
+WITH gone AS (
+    DELETE FROM digest_firings WHERE trigger_id = $1 AND group_key = $2
+    RETURNING id, context
+)
+SELECT count(*) AS count, min(id) AS first_id,
+       (SELECT coalesce(json_agg(listed.context ORDER BY listed.id), '[]')::text
+          FROM (SELECT id, context FROM gone ORDER BY id LIMIT $3) AS listed) AS firings
+  FROM gone;
+
+-- name: digest_sent
+UPDATE digest_groups g
+   SET due_at = NULL, last_sent_at = to_timestamp($3), digests = g.digests + 1
+  FROM unnest($1::text[], $2::text[]) AS u(t, k)
+ WHERE g.trigger_id = u.t AND g.group_key = u.k;
+
+-- name: digest_postpone
+UPDATE digest_groups SET due_at = to_timestamp($3) WHERE trigger_id = $1 AND group_key = $2;
+
+-- name: digest_forget_idle
+-- A group with nothing pending whose `interval` has passed starts afresh: its row goes.
+DELETE FROM digest_groups g
+ USING unnest($1::text[], $2::float8[]) AS u(t, interval_s)
+ WHERE g.trigger_id = u.t AND g.due_at IS NULL
+   AND g.last_sent_at < to_timestamp($3) - make_interval(secs => u.interval_s);
+
+-- Resolved notices (engine.resolves) ----------------------------------------------------
+
+-- name: open_alerts_load
+SELECT a.trigger_id, a.group_key, a.org_id, a.group_values::text AS group_values,
+       extract(epoch FROM a.fired_at)::float8 AS fired_at,
+       extract(epoch FROM a.last_fired_at)::float8 AS last_fired_at,
+       a.firings, a.last_event::text AS last_event,
+       extract(epoch FROM a.resolve_at)::float8 AS resolve_at
+  FROM open_alerts a
+  JOIN unnest($1::text[], $2::text[]) AS k(trigger_id, group_key)
+    ON a.trigger_id = k.trigger_id AND a.group_key = k.group_key
+   FOR UPDATE OF a;
+
+-- name: open_alerts_save
+INSERT INTO open_alerts (trigger_id, group_key, org_id, group_values, fired_at,
+                         last_fired_at, firings, last_event, resolve_at)
+SELECT t, k, o, v::json, to_timestamp(f), to_timestamp(l), n, e::json, to_timestamp(r)
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::float8[], $6::float8[],
+              $7::bigint[], $8::text[], $9::float8[]) AS u(t, k, o, v, f, l, n, e, r)
+ON CONFLICT (trigger_id, group_key) DO UPDATE
+   SET last_fired_at = EXCLUDED.last_fired_at, firings = EXCLUDED.firings,
+       last_event = EXCLUDED.last_event, resolve_at = EXCLUDED.resolve_at;
+
+-- name: open_alerts_delete
+DELETE FROM open_alerts a
+ USING unnest($1::text[], $2::text[]) AS u(t, k)
+ WHERE a.trigger_id = u.t AND a.group_key = u.k;
+
+-- name: open_alerts_due
+SELECT trigger_id, group_key, org_id, group_values::text AS group_values,
+       extract(epoch FROM fired_at)::float8 AS fired_at,
+       extract(epoch FROM last_fired_at)::float8 AS last_fired_at,
+       firings, last_event::text AS last_event,
+       extract(epoch FROM resolve_at)::float8 AS resolve_at
+  FROM open_alerts
+ WHERE resolve_at <= to_timestamp($1)
+ ORDER BY resolve_at
+ LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: open_alerts_postpone
+UPDATE open_alerts SET resolve_at = to_timestamp($3) WHERE trigger_id = $1 AND group_key = $2;

@@ -15,7 +15,7 @@ import psycopg
 import redis
 from rq import Queue
 
-from devkit.bench import evaluation, live, memory, tenants, throughput
+from devkit.bench import digests, evaluation, live, memory, tenants, throughput
 from devkit.bench.data import (
     EventGenerator,
     chunked,
@@ -153,7 +153,7 @@ def _latency_figures(
 
 
 #: The sections of the bench, in the order they run.
-SECTIONS = ("evaluation", "doorbell", "live", "actions", "memory", "tenants")
+SECTIONS = ("evaluation", "doorbell", "live", "actions", "memory", "tenants", "digests")
 
 
 def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
@@ -188,6 +188,10 @@ def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
                     opts.workers,
                     out,
                 )
+            if "digests" in sections:
+                reset_database(dsn)
+                sizes = digests.DigestSizes.of(opts.quick)
+                digests.measure_digests(sizes, dsn, redis_url, receiver.url, opts.runs, out)
         finally:
             receiver.stop()
     print(f"\nbench finished in {time.monotonic() - began:.0f}s", file=out, flush=True)

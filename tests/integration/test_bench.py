@@ -39,6 +39,8 @@ FIGURES = [
     "t-change-to-live-p99",
     "t-pause-max",
     "t-fairness-p99",
+    "d1-digest-messages",
+    "d2-digest-eval",
 ]
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
 
