@@ -15,6 +15,7 @@ from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
 from rules.model import Rule, canonical_json, document_json
+from rules.on_retract import compile_on_retract, retract_actions_of
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
@@ -35,6 +36,7 @@ RULE_KEYS: Final = (
     "when",
     "throttle",
     "actions",
+    "on_retract",
     "tests",
 )
 LOGIC_KEYS: Final = ("on", "where", "per", "when")
@@ -94,8 +96,17 @@ def compile_rule(
         ),
     )
     context_fields = None
+    state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
+    on_retract = compile_on_retract(
+        raw.get("on_retract"),
+        expanded.get("on_retract"),
+        sink,
+        per=per or (),
+        state_keys=state_keys,
+        bot_names=bot_names,
+        timeout_limits_s=timeout_limits_s,
+    )
     if isinstance(expanded_actions, list):
-        state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
 
         def check() -> bool:
             check_templates(expanded_actions, per or (), state_keys, sink)
@@ -104,8 +115,11 @@ def compile_rule(
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
         sink.share(("templates checked", actions_key, per, state_keys), check)
+        # on_retract renders from the firing's stored context: it keeps their columns too.
+        rendered = [*expanded_actions, *retract_actions_of(expanded)]
         context_fields = sink.share(
-            ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
+            ("context_fields", actions_key, _key(rendered[len(expanded_actions) :])),
+            lambda: context_event_fields(rendered),
         )
     names = [
         a.get("name") if isinstance(a, Mapping) else None
@@ -140,6 +154,7 @@ def compile_rule(
         context_fields=context_fields,
         event_fields=event_fields,
         org_id=org_id,
+        on_retract=on_retract,
     )
 
 

@@ -136,6 +136,9 @@ class Rule:
     event_fields: tuple[str, ...] | None = field(default=None, repr=False)
     # The organization a tenant's rule belongs to; None for the operator's file rules.
     org_id: int | None = None
+    # What to send when an event this rule fired on is removed by a reorg (on_retract);
+    # their ``index`` is negative (-1 for the first), apart from the firing's own actions.
+    on_retract: tuple[ActionSpec, ...] = ()
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

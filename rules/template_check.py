@@ -29,9 +29,17 @@ RULE_ATTRIBUTES: Final = ("id", "description", "owner")
 
 
 def check_templates(
-    actions: Sequence[Any], per: Sequence[str], state_keys: Sequence[str], sink: Problems
+    actions: Sequence[Any],
+    per: Sequence[str],
+    state_keys: Sequence[str],
+    sink: Problems,
+    *,
+    path: Path = ("actions",),
+    extra_names: tuple[str, ...] = (),
 ) -> None:
-    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list)."""
+    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list at
+    ``path``); ``extra_names``: context names these actions have beyond CONTEXT_NAMES
+    (``retracted_at`` for on_retract)."""
     known = {
         "event": tuple(EVENT_FIELDS),
         "rule": RULE_ATTRIBUTES,
@@ -44,8 +52,10 @@ def check_templates(
         for kind in ("telegram", "rest", "mcp"):
             body = action.get(kind)
             if isinstance(body, Mapping):
-                for path, source in _template_fields(kind, body):
-                    check_template(source, known, sink, ("actions", index, kind, *path))
+                for where, source in _template_fields(kind, body):
+                    check_template(
+                        source, known, sink, (*path, index, kind, *where), extra_names
+                    )
 
 
 #: The event columns every stored context keeps, whatever the templates use: enough for
@@ -176,19 +186,25 @@ def _leaves(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def check_template(
-    source: str, known: Mapping[str, Sequence[str]], sink: Problems, path: Path
+    source: str,
+    known: Mapping[str, Sequence[str]],
+    sink: Problems,
+    path: Path,
+    extra_names: tuple[str, ...] = (),
 ) -> None:
     """Report syntax errors and unknown names in one template string."""
     if "{" not in source:
         return
     frozen = tuple((root, tuple(choices)) for root, choices in known.items())
-    for message in _template_problems(source, frozen):
+    for message in _template_problems(source, frozen, extra_names):
         sink.at(path, message)
 
 
 @lru_cache(maxsize=4096)
 def _template_problems(
-    source: str, known: tuple[tuple[str, tuple[str, ...]], ...]
+    source: str,
+    known: tuple[tuple[str, tuple[str, ...]], ...],
+    extra_names: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """The messages for ``source`` checked against ``known``, cached: 100,000 rules often
     share a handful of templates, and parsing each again was most of the load time."""
@@ -198,11 +214,12 @@ def _template_problems(
     except TemplateSyntaxError as exc:
         return (f"template error on its line {exc.lineno}: {exc.message}",)
     problems: list[str] = []
-    allowed = set(CONTEXT_NAMES) | set(environment("none").globals)
+    names = (*CONTEXT_NAMES, *extra_names)
+    allowed = set(names) | set(environment("none").globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
         problems.append(
             f"template uses '{name}', which is not in the template context"
-            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES)
+            f"{suggest(name, names)}; use one of " + ", ".join(names)
         )
     choices_of = dict(known)
     for root, attribute in _attribute_uses(tree):

@@ -344,12 +344,14 @@ SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
 -- name: retention_delete_events
 -- One batch of events older than $1 days, by insert time.  An event that some cursor
 -- has not evaluated yet is never deleted (no event is skipped, even by retention), and
--- nothing is deleted before any cursor exists.
+-- nothing is deleted before any cursor exists.  `marked` tells the removal trigger
+-- (sql/007_reorgs.sql) that ageing out is not a reorg, for this statement's transaction.
 DELETE FROM events e
  USING (SELECT id, created_at FROM events
          WHERE created_at < now() - make_interval(days => $1)
          ORDER BY created_at
-         LIMIT $2) old
+         LIMIT $2) old,
+       (SELECT set_config('engine.deleting_for', 'retention', true)) marked
  WHERE e.id = old.id AND e.created_at = old.created_at
    AND EXISTS (SELECT 1 FROM engine_cursors)
    AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (e.txid, e.seq) > (c.txid, c.seq));
@@ -679,3 +681,73 @@ SELECT rule_id, document::text AS document, version, created_at, updated_at
 
 -- name: api_statement_timeout
 SELECT set_config('statement_timeout', $1, true);
+
+-- name: reorg_take_removals
+-- The removals committed so far (at most $3), taken: deleted in the batch's transaction,
+-- so each is processed once.  `evaluated`: the cursor ($1, $2) had passed the row.
+-- `still_there`: another row of the id that the cursor passed is still in events (a
+-- duplicate was deleted, the event was not).
+WITH taken AS (
+    DELETE FROM event_removals
+     WHERE seq IN (SELECT seq FROM event_removals ORDER BY seq LIMIT $3)
+    RETURNING seq, event_id, op, chain_id, block_number, block_hash, new_block_hash,
+              row_txid, row_seq, at
+)
+SELECT t.event_id, t.op, t.chain_id, t.block_number, t.block_hash, t.new_block_hash, t.at,
+       (t.row_txid, t.row_seq) <= ($1::text::xid8, $2::bigint) AS evaluated,
+       EXISTS (SELECT 1 FROM events e
+                WHERE e.id = t.event_id
+                  AND (e.txid, e.seq) <= ($1::text::xid8, $2::bigint)) AS still_there
+  FROM taken t
+ ORDER BY t.seq;
+
+-- name: reorg_evaluated_ids
+-- Which of a batch's ids ($1) were evaluated before: a row of the id the cursor has
+-- passed ($2, $3), or an evaluated row of it that was deleted (a retraction).  Both
+-- probes are index scans (events' primary key starts with id).
+SELECT e.id FROM events e
+ WHERE e.id = ANY($1::text[]) AND (e.txid, e.seq) <= ($2::text::xid8, $3::bigint)
+UNION
+SELECT r.event_id FROM event_reorgs r
+ WHERE r.event_id = ANY($1::text[]) AND r.kind = 'retraction';
+
+-- name: reorg_record_rewritten_rows
+-- The rows at positions ($1 txids, $2 seqs) whose ids were evaluated before, recorded as
+-- rewrites: the block hash they came with, and the one evaluated (the id's first row, or
+-- the retracted row's).
+INSERT INTO event_reorgs (event_id, kind, chain_id, block_number, old_block_hash,
+                          new_block_hash)
+SELECT e.id, 'rewrite', e.chain_id, e.block_number, prev.block_hash, e.block_hash
+  FROM unnest($1::text[], $2::bigint[]) AS u(txid, seq)
+  JOIN events e ON (e.txid, e.seq) = (u.txid::xid8, u.seq)
+  LEFT JOIN LATERAL (
+      SELECT c.block_hash FROM (
+          (SELECT p.block_hash, 0 AS pref FROM events p
+            WHERE p.id = e.id AND (p.txid, p.seq) < (e.txid, e.seq)
+            ORDER BY p.txid, p.seq LIMIT 1)
+          UNION ALL
+          (SELECT r.old_block_hash, 1 FROM event_reorgs r
+            WHERE r.event_id = e.id AND r.kind = 'retraction'
+            ORDER BY r.id DESC LIMIT 1)
+      ) c ORDER BY c.pref LIMIT 1
+  ) prev ON true;
+
+-- name: reorg_record
+-- Conclusions about removals (engine.reorgs), one array per column.
+INSERT INTO event_reorgs (event_id, kind, chain_id, block_number, old_block_hash,
+                          new_block_hash, on_retract_queued)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::text[], $7::int[]);
+
+-- name: reorg_firings
+-- The firings of retracted events ($2) by rules that declare on_retract ($1): one
+-- context per (rule, event), an action row that was delivered or meant to be (not one
+-- a quota or a silence held back; not an on_retract row, whose action_index < 0).
+SELECT DISTINCT ON (trigger_id, event_id) trigger_id, event_id, context::text AS context
+  FROM action_results
+ WHERE trigger_id = ANY($1::text[]) AND event_id = ANY($2::text[])
+   AND action_index >= 0 AND status NOT IN ('quota_exceeded', 'silenced')
+ ORDER BY trigger_id, event_id, action_index;
+
+-- name: status_reorgs
+SELECT kind, count(*) AS n, max(seen_at) AS last_seen FROM event_reorgs GROUP BY kind;
