@@ -53,9 +53,7 @@ def check_templates(
             body = action.get(kind)
             if isinstance(body, Mapping):
                 for where, source in _template_fields(kind, body):
-                    check_template(
-                        source, known, sink, (*path, index, kind, *where), extra_names
-                    )
+                    check_template(source, known, sink, (*path, index, kind, *where), extra_names)
 
 
 #: The event columns every stored context keeps, whatever the templates use: enough for

@@ -743,11 +743,17 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::tex
 -- The firings of retracted events ($2) by rules that declare on_retract ($1): one
 -- context per (rule, event), an action row that was delivered or meant to be (not one
 -- a quota or a silence held back; not an on_retract row, whose action_index < 0).
-SELECT DISTINCT ON (trigger_id, event_id) trigger_id, event_id, context::text AS context
-  FROM action_results
- WHERE trigger_id = ANY($1::text[]) AND event_id = ANY($2::text[])
-   AND action_index >= 0 AND status NOT IN ('quota_exceeded', 'silenced')
- ORDER BY trigger_id, event_id, action_index;
+-- A firing already retracted once (its id deleted, re-inserted, deleted again) has its
+-- on_retract rows: it is not retracted again.
+SELECT DISTINCT ON (a.trigger_id, a.event_id) a.trigger_id, a.event_id,
+       a.context::text AS context
+  FROM action_results a
+ WHERE a.trigger_id = ANY($1::text[]) AND a.event_id = ANY($2::text[])
+   AND a.action_index >= 0 AND a.status NOT IN ('quota_exceeded', 'silenced')
+   AND NOT EXISTS (SELECT 1 FROM action_results x
+                    WHERE x.trigger_id = a.trigger_id AND x.event_id = a.event_id
+                      AND x.action_index < 0)
+ ORDER BY a.trigger_id, a.event_id, a.action_index;
 
 -- name: status_reorgs
 SELECT kind, count(*) AS n, max(seen_at) AS last_seen FROM event_reorgs GROUP BY kind;
