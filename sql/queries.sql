@@ -703,10 +703,15 @@ SELECT t.event_id, t.op, t.chain_id, t.block_number, t.block_hash, t.new_block_h
 
 -- name: reorg_evaluated_ids
 -- Which of a batch's ids ($1) were evaluated before: a row of the id the cursor has
--- passed ($2, $3), or an evaluated row of it that was deleted (a retraction).  Both
--- probes are index scans (events' primary key starts with id).
-SELECT e.id FROM events e
- WHERE e.id = ANY($1::text[]) AND (e.txid, e.seq) <= ($2::text::xid8, $3::bigint)
+-- passed ($2, $3), or an evaluated row of it that was deleted (a retraction).  One
+-- index probe per id (events' primary key starts with id), written as a join so the
+-- planner never trades them for a scan of the whole table filtered by the array.
+-- (LATERAL ... LIMIT 1 for events: `= ANY` or EXISTS there became a scan of all of it.)
+SELECT u.id
+  FROM unnest($1::text[]) AS u(id)
+ CROSS JOIN LATERAL (SELECT 1 FROM events e
+                      WHERE e.id = u.id AND (e.txid, e.seq) <= ($2::text::xid8, $3::bigint)
+                      LIMIT 1) passed
 UNION
 SELECT r.event_id FROM event_reorgs r
  WHERE r.event_id = ANY($1::text[]) AND r.kind = 'retraction';
