@@ -272,7 +272,7 @@ class JobRunner:
         """``spec`` rendered within the render budget (the worker's render jail)."""
         try:
             return await self.renderer.render(
-                claimed.action_type, spec, claimed.context, what=f"actions[{claimed.action_index}]"
+                claimed.action_type, spec, claimed.context, what=_action_path(claimed.action_index)
             )
         except TemplateRenderError as exc:
             raise PermanentActionError(f"rule '{claimed.trigger_id}': {exc}") from exc
@@ -322,3 +322,10 @@ def run_action(action_id: int) -> str:
     if _runner is None:
         raise RuntimeError("no JobRunner installed: run jobs through `engine worker`")
     return _runner.run(action_id)
+
+
+def _action_path(action_index: int) -> str:
+    """Where the action is written in its rule: on_retract's have negative indexes."""
+    if action_index < 0:
+        return f"on_retract.actions[{-action_index - 1}]"
+    return f"actions[{action_index}]"

@@ -62,6 +62,8 @@ class DaemonStats:
     quota_exceeded: int = 0  # firings held back by their organization's quota
     batches: int = 0
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
+    rewrites: int = 0  # ids written again after their evaluation (engine.reorgs)
+    retractions: int = 0  # evaluated events the indexer deleted (engine.reorgs)
     enqueue_failures: int = 0
     digests: int = 0  # digests queued (engine.digests)
     resolved_by_after: int = 0  # alerts resolved by `resolve.after` (engine.resolves)
@@ -339,7 +341,8 @@ class Daemon:
                 except POISON_ERRORS as exc:
                     isolating = await self._isolate(conn, isolating, exc)
                     continue
-            if result.events == 0:
+            if result.events == 0 and not result.action_ids:
+                self._count_reorgs(result)
                 return
             isolating = max(0, isolating - result.events)
             self._count(result)
@@ -401,8 +404,13 @@ class Daemon:
         s.quota_exceeded += result.quota_exceeded
         s.batches += 1
         s.restarts += result.restarts
+        self._count_reorgs(result)
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
+
+    def _count_reorgs(self, result: BatchResult) -> None:
+        self.stats.rewrites += result.rewrites
+        self.stats.retractions += result.retractions
 
     async def _dispatch(self, action_ids: list[int], org_of: dict[int, int]) -> None:
         """Enqueue the batch's jobs, each organization's on its own queue (fairness)."""

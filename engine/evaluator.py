@@ -33,6 +33,7 @@ from engine.digests import DigestBatch
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
+from engine.reorgs import drop_rewritten, process_removals
 from engine.resolves import AlertBatch
 from engine.state_store import StateKey, States, load_states, save_states
 from engine.tenant_rules import TenantRules
@@ -70,6 +71,8 @@ class BatchResult:
     future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
     quota_exceeded: int = 0  # firings held back by their organization's quota
     restarts: int = 0  # times the batch started over (evaluated again with the INSERT)
+    rewrites: int = 0  # ids written again after their evaluation: not evaluated (reorgs)
+    retractions: int = 0  # evaluated events removed by the indexer (on_retract queued)
     action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
     # id -> organization, for the rows of action_ids that are an organization's
     action_orgs: dict[int, int] = field(default_factory=dict)
@@ -151,11 +154,18 @@ class Evaluator:
         result = BatchResult()
         async with conn.transaction():
             horizon = await tenants.apply(conn, index) if tenants is not None else None
+            start = self.cursor.position
+            assert start is not None
+            removals = await process_removals(conn, index, start)
             rows, end = await self.cursor.read_and_advance(
                 conn, limit, index.event_fields, horizon=horizon
             )
             if rows:
-                await self._evaluate(conn, rows, index, result, copy=copy)
+                await self._evaluate(conn, rows, index, result, copy=copy, start=start)
+            result.rewrites += removals.rewrites
+            result.retractions = removals.retractions
+            result.action_ids += removals.action_ids
+            result.action_orgs.update(removals.action_orgs)
         if tenants is not None:
             tenants.committed()
         if end is not None:
@@ -170,9 +180,13 @@ class Evaluator:
         result: BatchResult,
         *,
         copy: bool,
+        start: CursorPosition,
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
+        rows, events, result.rewrites = await drop_rewritten(conn, rows, events, start)
+        if not events:
+            return
         for position, problems in unusual_rows(rows, events):
             result.unusual += 1
             self._log_once(events[position], None, "unusual event row", "; ".join(problems))

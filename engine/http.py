@@ -101,6 +101,16 @@ class DaemonCollector(Collector):
                 s.restarts,
             ),
             (
+                "engine_events_rewritten",
+                "Event ids written again after their evaluation: recorded, not evaluated again",
+                s.rewrites,
+            ),
+            (
+                "engine_events_retracted",
+                "Evaluated events the indexer deleted (a reorg): on_retract actions queued",
+                s.retractions,
+            ),
+            (
                 "engine_rule_changes_applied",
                 "Organizations' rule changes put into the index",
                 d.tenants.stats.applied,

@@ -79,6 +79,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             }
             for r in sql.fetch_all(conn, "status_rules")
         ]
+        status["reorgs"] = {
+            r[0]: {"count": r[1], "last_seen": r[2]} for r in sql.fetch_all(conn, "status_reorgs")
+        }
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
@@ -208,6 +211,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"running for {blocker['running_for']}"
         )
     lines.append(f"events written: {status['events_per_second']}/s over the last minute")
+    lines += _format_reorgs(status.get("reorgs", {}))
 
     rules = status["rules"]
     lines.append(f"rules: {rules['loaded']} loaded ({rules['enabled']} enabled)")
@@ -293,3 +297,15 @@ def _format_telegram_blocks(blocks: dict[str, Any]) -> list[str]:
             ],
         ),
     ]
+
+
+def _format_reorgs(reorgs: dict[str, Any]) -> list[str]:
+    """One line when the indexer ever rewrote or deleted an evaluated event (a reorg)."""
+    if not reorgs:
+        return []
+    parts = []
+    for kind, label in (("rewrite", "ids written again"), ("retraction", "events retracted")):
+        seen = reorgs.get(kind)
+        if seen:
+            parts.append(f"{label}: {seen['count']} (last {seen['last_seen']})")
+    return ["reorgs after evaluation (event_reorgs): " + "; ".join(parts)]

@@ -16,6 +16,7 @@ from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
 from rules.grouping import DIGEST_CONTEXT, compile_grouping
 from rules.model import Rule, canonical_json, document_json
+from rules.on_retract import compile_on_retract, retract_actions_of
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
@@ -38,6 +39,7 @@ RULE_KEYS: Final = (
     "group",
     "resolve",
     "actions",
+    "on_retract",
     "tests",
 )
 LOGIC_KEYS: Final = ("on", "where", "per", "when")
@@ -101,6 +103,15 @@ def compile_rule(
     grouping, resolve = compile_grouping(
         raw, expanded, per or (), state_keys, sink, bot_names, timeout_limits_s
     )
+    on_retract = compile_on_retract(
+        raw.get("on_retract"),
+        expanded.get("on_retract"),
+        sink,
+        per=per or (),
+        state_keys=state_keys,
+        bot_names=bot_names,
+        timeout_limits_s=timeout_limits_s,
+    )
     if isinstance(expanded_actions, list):
         group_names = per or () if grouping is None else grouping.by
         extra = DIGEST_CONTEXT if grouping is not None else None
@@ -114,8 +125,11 @@ def compile_rule(
         sink.share(
             ("templates checked", actions_key, group_names, state_keys, extra is None), check
         )
+        # on_retract renders from the firing's stored context: it keeps their columns too.
+        rendered = [*expanded_actions, *retract_actions_of(expanded)]
         context_fields = sink.share(
-            ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
+            ("context_fields", actions_key, _key(rendered[len(expanded_actions) :])),
+            lambda: context_event_fields(rendered),
         )
     if grouping is not None or resolve is not None:
         # A digest's firings and a resolved notice keep whole rows: their templates reach
@@ -156,6 +170,7 @@ def compile_rule(
         org_id=org_id,
         grouping=grouping,
         resolve=resolve,
+        on_retract=on_retract,
     )
 
 

@@ -140,6 +140,9 @@ class Rule:
     # `group` (its firings become digests) and `resolve` (rules.grouping).
     grouping: GroupSpec | None = field(default=None, repr=False)
     resolve: ResolveSpec | None = field(default=None, repr=False)
+    # What to send when an event this rule fired on is removed by a reorg (on_retract);
+    # their ``index`` is negative (-1 for the first), apart from the firing's own actions.
+    on_retract: tuple[ActionSpec, ...] = ()
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

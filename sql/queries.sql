@@ -346,13 +346,16 @@ SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
 -- has not evaluated yet is never deleted (no event is skipped, even by retention), and
 -- nothing is deleted before any cursor exists.  The conditions sit inside the LIMIT so
 -- that old rows which must stay never fill a batch and stop the rows behind them.
+-- `marked` tells the removal trigger (sql/007_reorgs.sql) that ageing out is not a
+-- reorg, for this statement's transaction.
 DELETE FROM events e
  USING (SELECT o.id, o.created_at FROM events o
          WHERE o.created_at < now() - make_interval(days => $1)
            AND EXISTS (SELECT 1 FROM engine_cursors)
            AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
          ORDER BY o.created_at
-         LIMIT $2) old
+         LIMIT $2) old,
+       (SELECT set_config('engine.deleting_for', 'retention', true)) marked
  WHERE e.id = old.id AND e.created_at = old.created_at;
 
 -- name: retention_delete_events_not_held
@@ -365,7 +368,8 @@ DELETE FROM events e
            AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
            AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = o.id)
          ORDER BY o.created_at
-         LIMIT $2) old
+         LIMIT $2) old,
+       (SELECT set_config('engine.deleting_for', 'retention', true)) marked
  WHERE e.id = old.id AND e.created_at = old.created_at;
 
 -- name: retention_delete_action_results
@@ -866,3 +870,84 @@ SELECT trigger_id, group_key, org_id, group_values::text AS group_values,
 
 -- name: open_alerts_postpone
 UPDATE open_alerts SET resolve_at = to_timestamp($3) WHERE trigger_id = $1 AND group_key = $2;
+
+-- name: reorg_take_removals
+-- The removals committed so far (at most $3), taken: deleted in the batch's transaction,
+-- so each is processed once.  `evaluated`: the cursor ($1, $2) had passed the row.
+-- `still_there`: another row of the id that the cursor passed is still in events (a
+-- duplicate was deleted, the event was not).
+WITH taken AS (
+    DELETE FROM event_removals
+     WHERE seq IN (SELECT seq FROM event_removals ORDER BY seq LIMIT $3)
+    RETURNING seq, event_id, op, chain_id, block_number, block_hash, new_block_hash,
+              row_txid, row_seq, at
+)
+SELECT t.event_id, t.op, t.chain_id, t.block_number, t.block_hash, t.new_block_hash, t.at,
+       (t.row_txid, t.row_seq) <= ($1::text::xid8, $2::bigint) AS evaluated,
+       EXISTS (SELECT 1 FROM events e
+                WHERE e.id = t.event_id
+                  AND (e.txid, e.seq) <= ($1::text::xid8, $2::bigint)) AS still_there
+  FROM taken t
+ ORDER BY t.seq;
+
+-- name: reorg_evaluated_ids
+-- Which of a batch's ids ($1) were evaluated before: a row of the id the cursor has
+-- passed ($2, $3), or an evaluated row of it that was deleted (a retraction).  One
+-- index probe per id (events' primary key starts with id), written as a join so the
+-- planner never trades them for a scan of the whole table filtered by the array.
+-- (LATERAL ... LIMIT 1 for events: `= ANY` or EXISTS there became a scan of all of it.)
+SELECT u.id
+  FROM unnest($1::text[]) AS u(id)
+ CROSS JOIN LATERAL (SELECT 1 FROM events e
+                      WHERE e.id = u.id AND (e.txid, e.seq) <= ($2::text::xid8, $3::bigint)
+                      LIMIT 1) passed
+UNION
+SELECT r.event_id FROM event_reorgs r
+ WHERE r.event_id = ANY($1::text[]) AND r.kind = 'retraction';
+
+-- name: reorg_record_rewritten_rows
+-- The rows at positions ($1 txids, $2 seqs) whose ids were evaluated before, recorded as
+-- rewrites: the block hash they came with, and the one evaluated (the id's first row, or
+-- the retracted row's).
+INSERT INTO event_reorgs (event_id, kind, chain_id, block_number, old_block_hash,
+                          new_block_hash)
+SELECT e.id, 'rewrite', e.chain_id, e.block_number, prev.block_hash, e.block_hash
+  FROM unnest($1::text[], $2::bigint[]) AS u(txid, seq)
+  JOIN events e ON (e.txid, e.seq) = (u.txid::xid8, u.seq)
+  LEFT JOIN LATERAL (
+      SELECT c.block_hash FROM (
+          (SELECT p.block_hash, 0 AS pref FROM events p
+            WHERE p.id = e.id AND (p.txid, p.seq) < (e.txid, e.seq)
+            ORDER BY p.txid, p.seq LIMIT 1)
+          UNION ALL
+          (SELECT r.old_block_hash, 1 FROM event_reorgs r
+            WHERE r.event_id = e.id AND r.kind = 'retraction'
+            ORDER BY r.id DESC LIMIT 1)
+      ) c ORDER BY c.pref LIMIT 1
+  ) prev ON true;
+
+-- name: reorg_record
+-- Conclusions about removals (engine.reorgs), one array per column.
+INSERT INTO event_reorgs (event_id, kind, chain_id, block_number, old_block_hash,
+                          new_block_hash, on_retract_queued)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::text[], $7::int[]);
+
+-- name: reorg_firings
+-- The firings of retracted events ($2) by rules that declare on_retract ($1): one
+-- context per (rule, event), an action row that was delivered or meant to be (not one
+-- a quota or a silence held back; not an on_retract row, whose action_index < 0).
+-- A firing already retracted once (its id deleted, re-inserted, deleted again) has its
+-- on_retract rows: it is not retracted again.
+SELECT DISTINCT ON (a.trigger_id, a.event_id) a.trigger_id, a.event_id,
+       a.context::text AS context
+  FROM action_results a
+ WHERE a.trigger_id = ANY($1::text[]) AND a.event_id = ANY($2::text[])
+   AND a.action_index >= 0 AND a.status NOT IN ('quota_exceeded', 'silenced')
+   AND NOT EXISTS (SELECT 1 FROM action_results x
+                    WHERE x.trigger_id = a.trigger_id AND x.event_id = a.event_id
+                      AND x.action_index < 0)
+ ORDER BY a.trigger_id, a.event_id, a.action_index;
+
+-- name: status_reorgs
+SELECT kind, count(*) AS n, max(seen_at) AS last_seen FROM event_reorgs GROUP BY kind;

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
 
 import engine.event_rows
@@ -347,11 +348,17 @@ async def test_rows_written_in_chunks_are_those_written_at_once(
 async def test_an_event_written_twice_in_a_later_chunk_rolls_back_and_skips_it(
     database_url: str,
 ) -> None:
-    """A replayed event id met by the third chunk's COPY: the batch is evaluated again
-    with the INSERT, so every row and state is there once."""
+    """An event id fired on before, met again by the third chunk's COPY: the batch is
+    evaluated again with the INSERT, so every row and state is there once.
+
+    Written again while its first row is still in `events`, the id would not be evaluated
+    at all (engine.reorgs); after retention removed that row the engine cannot know it."""
     first = [f"a{i}" for i in range(20)]
     _insert_agents(database_url, _agent_events(first))
     await _evaluate_all(database_url, Evaluator("main", 1000, write_chunk_rows=CHUNK))
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT set_config('engine.deleting_for', 'retention', true)")
+        conn.execute("DELETE FROM events WHERE id = 'a7'")
     second = [f"b{i}" for i in range(200)]
     second[150:150] = ["a7"]  # its rows come in the third chunk
     _insert_agents(database_url, _agent_events(second))
