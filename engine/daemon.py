@@ -60,6 +60,9 @@ class DaemonStats:
     batches: int = 0
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     enqueue_failures: int = 0
+    held: int = 0  # rows held for confirmations
+    released: int = 0  # held ids released (evaluated, or dropped when deleted meanwhile)
+    dropped: int = 0
     last_event_timestamp: int | None = None
 
 
@@ -72,7 +75,10 @@ class Daemon:
         self.doorbell = asyncio.Event()
         self.listener = Listener(settings.database_url, self.doorbell, tun)
         self.evaluator = Evaluator(
-            tun.cursor_name, tun.batch_size, max_event_future_skew_s=tun.max_event_future_skew_s
+            tun.cursor_name,
+            tun.batch_size,
+            max_event_future_skew_s=tun.max_event_future_skew_s,
+            chains=settings.chains,
         )
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook.for_settings(settings)
@@ -329,12 +335,12 @@ class Daemon:
                 except POISON_ERRORS as exc:
                     isolating = await self._isolate(conn, isolating, exc)
                     continue
-            if result.events == 0:
+            if result.read == 0 and result.released == 0:
                 return
-            isolating = max(0, isolating - result.events)
+            isolating = max(0, isolating - result.read)
             self._count(result)
             await self._dispatch(result.action_ids, result.action_orgs)
-            if result.events < self.evaluator.batch_size and not isolating:
+            if result.caught_up(self.evaluator.batch_size) and not isolating:
                 return
             await self._sweep_if_due()  # a long catch-up must not hold back due retries
 
@@ -374,6 +380,8 @@ class Daemon:
         s.quota_exceeded += result.quota_exceeded
         s.batches += 1
         s.restarts += result.restarts
+        s.held, s.released = s.held + result.held, s.released + result.released
+        s.dropped += result.dropped
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 

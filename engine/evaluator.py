@@ -27,7 +27,9 @@ from engine.action_rows import (
     EventWrittenTwice,
     PendingActionRows,
 )
+from engine.chains_config import ChainsSettings
 from engine.config import EngineTunables
+from engine.confirmations import Confirmations
 from engine.cursor import Cursor, CursorPosition
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
@@ -72,6 +74,14 @@ class BatchResult:
     # id -> organization, for the rows of action_ids that are an organization's
     action_orgs: dict[int, int] = field(default_factory=dict)
     last_event_timestamp: int | None = None
+    read: int = 0  # rows the cursor read (held ones included)
+    held: int = 0  # rows held for confirmations (engine.confirmations)
+    released: int = 0  # held ids released (evaluated now, or dropped: deleted meanwhile)
+    dropped: int = 0
+
+    def caught_up(self, batch_size: int) -> bool:
+        """Whether the batch found less to do than it could: no need for another now."""
+        return self.read < batch_size and self.released < batch_size
 
 
 class Evaluator:
@@ -84,8 +94,10 @@ class Evaluator:
         *,
         write_chunk_rows: int = WRITE_CHUNK_ROWS,
         max_event_future_skew_s: int = EngineTunables.max_event_future_skew_s,
+        chains: ChainsSettings | None = None,
     ) -> None:
         self.cursor = Cursor(cursor_name)
+        self.confirmations = Confirmations(chains or ChainsSettings())
         self.batch_size = batch_size
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
@@ -125,6 +137,7 @@ class Evaluator:
         """
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
+            self.confirmations.forget()
         limit = limit or self.batch_size
         copy, restarts = True, 0
         while True:
@@ -149,9 +162,12 @@ class Evaluator:
         result = BatchResult()
         async with conn.transaction():
             horizon = await tenants.apply(conn, index) if tenants is not None else None
-            rows, end = await self.cursor.read_and_advance(
-                conn, limit, index.event_fields, horizon=horizon
-            )
+            columns = self.confirmations.columns(index.event_fields)
+            rows, end = await self.cursor.read_and_advance(conn, limit, columns, horizon=horizon)
+            result.read = len(rows)
+            position = end or self.cursor.position
+            assert position is not None
+            rows = await self._hold_and_release(conn, rows, columns, position, limit, result)
             if rows:
                 await self._evaluate(conn, rows, index, result, copy=copy)
         if tenants is not None:
@@ -159,6 +175,20 @@ class Evaluator:
         if end is not None:
             self.cursor.position = end
         return result
+
+    async def _hold_and_release(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        columns: tuple[str, ...] | None,
+        position: CursorPosition,
+        limit: int,
+        result: BatchResult,
+    ) -> list[asyncpg.Record]:
+        """The rows to evaluate now (engine.confirmations holds the others)."""
+        done = await self.confirmations.hold_and_release(conn, rows, columns, position, limit)
+        result.held, result.released, result.dropped = done.held, done.released, done.dropped
+        return done.rows
 
     async def _evaluate(
         self,

@@ -679,3 +679,87 @@ SELECT rule_id, document::text AS document, version, created_at, updated_at
 
 -- name: api_statement_timeout
 SELECT set_config('statement_timeout', $1, true);
+
+-- name: chain_heads_note
+-- Confirmations (engine.confirmations): the highest block number the cursor has read per
+-- chain ($1 chains, $2 the batch's highest block of each), kept; then each chain's head:
+-- its `checkpoints` row (the indexer's word) when there is one, else that highest block.
+WITH seen AS (
+    INSERT INTO chain_heads_seen AS s (chain_id, highest_block)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[])
+    ON CONFLICT (chain_id) DO UPDATE
+       SET highest_block = greatest(s.highest_block, EXCLUDED.highest_block), updated_at = now()
+    RETURNING chain_id, highest_block
+)
+SELECT seen.chain_id, coalesce(cp.last_block_number, seen.highest_block) AS head
+  FROM seen LEFT JOIN checkpoints cp USING (chain_id);
+
+-- name: hold_events
+-- The batch's rows of chains with confirmations, one array per held_events column; $6:
+-- the row's block is not deep enough yet.  Such a row's id is held, and so is one already
+-- held (a rewrite waits with it: the id is evaluated once, with its latest row).  Returns
+-- the ids held: the caller evaluates the batch's other rows now.  One row per id (the
+-- caller keeps the last): ON CONFLICT cannot update a row twice in one statement.
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[],
+                         $5::timestamptz[], $6::boolean[])
+        AS u(event_id, chain_id, block_number, log_index, created_at, shallow)
+)
+INSERT INTO held_events AS h (event_id, chain_id, block_number, log_index, created_at)
+SELECT event_id, chain_id, block_number, log_index, created_at
+  FROM batch b
+ WHERE b.shallow OR EXISTS (SELECT 1 FROM held_events x WHERE x.event_id = b.event_id)
+ON CONFLICT (event_id) DO UPDATE
+   SET chain_id = EXCLUDED.chain_id, block_number = EXCLUDED.block_number,
+       log_index = EXCLUDED.log_index, created_at = least(h.created_at, EXCLUDED.created_at)
+RETURNING event_id;
+
+-- name: release_held_events
+-- The held ids now deep enough ($1 chains and $2 their confirmations, $3 the default for
+-- the others; 0 releases at once), at most $6 in (block_number, log_index) order, deleted
+-- and returned with each id's latest row among those the cursor has passed ($4, $5: its
+-- position in this transaction); a row that comes later is the cursor's to read.  An id
+-- with no such row left (the indexer deleted it) comes back with NULL columns: dropped.
+-- A template: engine.confirmations fills in {columns} from rules.fields.EVENT_FIELDS
+-- names only, with the internal columns last as in read_batch.
+WITH due AS (
+    SELECT h.event_id
+      FROM held_events h
+      LEFT JOIN chain_heads_seen s USING (chain_id)
+      LEFT JOIN checkpoints cp USING (chain_id)
+      LEFT JOIN unnest($1::bigint[], $2::int[]) AS c(chain_id, confirmations) USING (chain_id)
+     WHERE coalesce(c.confirmations, $3) = 0
+        OR coalesce(cp.last_block_number, s.highest_block) - h.block_number
+           >= coalesce(c.confirmations, $3)
+     ORDER BY h.block_number, h.log_index
+     LIMIT $6
+), released AS (
+    DELETE FROM held_events h USING due WHERE h.event_id = due.event_id
+    RETURNING h.event_id
+)
+SELECT {columns}, NULL::text AS _unread, e.txid::text AS _txid, e.seq AS _seq
+  FROM released r
+  LEFT JOIN LATERAL (
+      SELECT * FROM events x
+       WHERE x.id = r.event_id AND (x.txid, x.seq) <= ($4::text::xid8, $5::bigint)
+       ORDER BY x.txid DESC, x.seq DESC
+       LIMIT 1) e ON true
+ ORDER BY e.block_number, e.log_index;
+
+-- name: held_events_exist
+SELECT EXISTS (SELECT 1 FROM held_events);
+
+-- name: status_chains
+-- Per chain the cursor has noted a head for: its head and where it comes from, and its
+-- held events (how many, the lowest block, how long the oldest has waited).
+SELECT s.chain_id, coalesce(cp.last_block_number, s.highest_block) AS head,
+       CASE WHEN cp.chain_id IS NULL THEN 'highest block seen' ELSE 'checkpoints' END
+           AS head_source,
+       coalesce(h.held, 0) AS held, h.lowest_block,
+       coalesce(h.oldest_held_s, 0) AS oldest_held_s
+  FROM chain_heads_seen s
+  LEFT JOIN checkpoints cp USING (chain_id)
+  LEFT JOIN (SELECT chain_id, count(*) AS held, min(block_number) AS lowest_block,
+                    extract(epoch FROM now() - min(held_at))::bigint AS oldest_held_s
+               FROM held_events GROUP BY chain_id) h USING (chain_id)
+ ORDER BY s.chain_id;

@@ -1,0 +1,157 @@
+"""Confirmations: events of a chain evaluated only once their block is deep enough.
+
+With ``chains.<id>.confirmations: N`` > 0, a row the cursor reads whose block is fewer
+than N blocks below its chain's head is not evaluated: its id goes into ``held_events``
+(sql/006_held_events.sql).  The cursor goes on as before, so a chain without
+confirmations never waits for a held one.  Every batch then releases the held ids that
+have become deep enough, each with its latest row among those the cursor has passed (a
+rewrite before confirmation is evaluated once, with its final content; an id whose rows
+were all deleted is dropped), and evaluates them before the batch's other rows.
+
+Holding, releasing and evaluating happen in the batch's one transaction: an id leaves
+``held_events`` in the commit that records its evaluation, so across crashes each held
+event is evaluated exactly once.  A chain's head is its ``checkpoints`` row when there
+is one (the indexer's word), else the highest block number the cursor has read for it.
+
+This module never commits and never evaluates: the evaluator calls ``hold_and_release``
+inside its batch's transaction and evaluates what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import asyncpg
+
+from engine.chains_config import ChainsSettings
+from engine.cursor import CursorPosition
+from engine.event_rows import columns_read
+from sql import query
+
+#: The columns holding needs from the rows the cursor reads, whatever the rules name.
+HOLD_FIELDS = ("id", "chain_id", "block_number", "log_index", "created_at")
+
+
+@dataclass
+class Sorted:
+    """A batch's rows as confirmations sorted them."""
+
+    rows: list[asyncpg.Record] = field(default_factory=list)  # to evaluate now, in order
+    held: int = 0  # rows of this batch held back (their ids wait in held_events)
+    released: int = 0  # held ids taken out of held_events (evaluated or dropped)
+    dropped: int = 0  # released ids with no row left: deleted by the indexer, not evaluated
+
+
+class Confirmations:
+    """Holds and releases one cursor's events by the ``chains:`` settings."""
+
+    def __init__(self, chains: ChainsSettings) -> None:
+        self.chains = chains
+        listed = [(cid, c.confirmations) for cid, c in chains.by_id.items()]
+        self._chain_ids = [cid for cid, _ in listed]
+        self._confirmations = [n for _, n in listed]
+        # Whether held_events may have rows although no chain holds any more (the
+        # config changed): they are released until none is left.  Only the leader
+        # writes the table, so once seen empty it stays empty.
+        self._leftovers = True
+
+    def columns(self, columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """The columns the cursor must read for ``columns`` (None: all of them)."""
+        if columns is None or not self.chains.holds_any:
+            return columns
+        return tuple(dict.fromkeys((*columns, *HOLD_FIELDS)))
+
+    async def hold_and_release(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        columns: tuple[str, ...] | None,
+        position: CursorPosition,
+        limit: int,
+    ) -> Sorted:
+        """Hold the rows of ``rows`` not deep enough yet and release at most ``limit``
+        held ids now deep enough, in the caller's transaction; the rows to evaluate now:
+        the released first (by block number, log index), then the batch's others in
+        cursor order.  ``columns`` as passed to the cursor; ``position``: the cursor's
+        position after ``rows``, in this transaction."""
+        result = Sorted()
+        fresh = rows
+        if self.chains.holds_any and rows:
+            held_ids = await self._hold(conn, rows)
+            if held_ids:
+                fresh = [row for row in rows if row["id"] not in held_ids]
+                result.held = len(rows) - len(fresh)
+                self._leftovers = True
+        if self.chains.holds_any or self._leftovers:
+            released = await conn.fetch(
+                release_query(columns),
+                self._chain_ids,
+                self._confirmations,
+                self.chains.default.confirmations,
+                position.txid,
+                position.seq,
+                limit,
+            )
+            result.released = len(released)
+            kept = [row for row in released if row["_txid"] is not None]
+            result.dropped = len(released) - len(kept)
+            if not self.chains.holds_any and len(released) < limit:
+                self._leftovers = False
+            if kept:
+                result.rows = kept + fresh if fresh else kept
+                return result
+        result.rows = fresh
+        return result
+
+    async def _hold(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> set[str]:
+        """The ids of ``rows`` now held: not deep enough, or already waiting."""
+        confirmations_of = self.chains.confirmations_of
+        candidates: dict[str, asyncpg.Record] = {}  # the last row of each id
+        shallow_ids: set[str] = set()
+        highest: dict[int, int] = {}
+        for row in rows:
+            chain_id = row["chain_id"]
+            if confirmations_of(chain_id) <= 0:
+                continue
+            candidates[row["id"]] = row
+            if row["block_number"] > highest.get(chain_id, -1):
+                highest[chain_id] = row["block_number"]
+        if not candidates:
+            return set()
+        heads = {
+            r["chain_id"]: r["head"]
+            for r in await conn.fetch(
+                query("chain_heads_note"), list(highest), list(highest.values())
+            )
+        }
+        for row in rows:
+            chain_id = row["chain_id"]
+            n = confirmations_of(chain_id)
+            # Any row of an id not deep enough holds the id: it is evaluated once, later.
+            if n > 0 and heads[chain_id] - row["block_number"] < n:
+                shallow_ids.add(row["id"])
+        last = list(candidates.values())
+        held = await conn.fetch(
+            query("hold_events"),
+            [r["id"] for r in last],
+            [r["chain_id"] for r in last],
+            [r["block_number"] for r in last],
+            [r["log_index"] for r in last],
+            [r["created_at"] for r in last],
+            [r["id"] in shallow_ids for r in last],
+        )
+        return {r["event_id"] for r in held}
+
+    def forget(self) -> None:
+        """Another engine may have led meanwhile: look for its held events again."""
+        self._leftovers = True
+
+
+@lru_cache(maxsize=64)
+def release_query(columns: tuple[str, ...] | None) -> str:
+    """sql/queries.sql's release_held_events, selecting the columns the cursor reads for
+    ``columns`` in the same order (engine.event_rows.events_from_rows needs one shape)."""
+    return query("release_held_events").format(
+        columns=", ".join(f'e."{name}"' for name in columns_read(columns))
+    )
