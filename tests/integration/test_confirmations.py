@@ -17,12 +17,21 @@ import asyncpg
 import psycopg
 
 import sql
+from devkit.localstack import free_port
 from engine.chains_config import ChainSettings, ChainsSettings
 from engine.emit import EVENT_COLUMNS, build_event
 from engine.evaluator import BatchResult, Evaluator
 from rules import RuleIndex, load_rules_text
 from tests.fakes.webhook import WebhookReceiver
-from tests.processes import engine_processes, query_all, query_value, wait_until, write_config
+from tests.integration.test_http import get, metric
+from tests.processes import (
+    engine_processes,
+    query_all,
+    query_value,
+    run_engine,
+    wait_until,
+    write_config,
+)
 
 HELD_CHAIN = 84532  # confirmations: 3
 FAST_CHAIN = 11155111  # confirmations: 0 (the default)
@@ -48,6 +57,11 @@ rules:
       count: {at_least: 3, within: 1h}
     actions:
       - rest: {url: "http://127.0.0.1:9/x", body: {n: "{{ state.count }}"}}
+  - id: score-99
+    on: {registry: reputation, event_type: NewFeedback}
+    where: {score: 99}
+    actions:
+      - rest: {url: "http://127.0.0.1:9/x", body: {s: "{{ event.score }}"}}
 """
 
 
@@ -170,11 +184,30 @@ async def test_a_rewrite_is_evaluated_once_with_its_last_content_a_delete_never(
         set_checkpoint(conn, HELD_CHAIN, 60)
     result = await engine.batch()
     assert (result.released, result.dropped, result.events) == (4, 1, 3)
-    # Counted once: the third event is the one at block 52, not the rewrite.
-    rows = query_all(database_url, "SELECT event_id, context::text FROM action_results")
-    assert [r[0] for r in rows] == [f"{HELD_CHAIN}-52-0"]
-    assert json.loads(rows[0][1])["state"]["count"] == 3
-    assert first not in [r[0] for r in rows]
+    # Counted once: the third event is the one at block 52, not the rewrite; and the
+    # rewrite's content is the one evaluated.
+    rows = query_all(
+        database_url, "SELECT trigger_id, event_id, context::text FROM action_results ORDER BY id"
+    )
+    assert [r[:2] for r in rows] == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-52-0")]
+    assert json.loads(rows[1][2])["state"]["count"] == 3
+
+
+async def test_a_rewrite_read_once_deep_enough_waits_with_its_held_id(database_url: str) -> None:
+    engine = OneEngine(database_url, rules=COUNT_RULE)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 50)
+        first = write_event(conn, HELD_CHAIN, 50, score=10)
+    await engine.batch()
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 60)  # the rewrite below is deep enough when read
+        write_event(conn, HELD_CHAIN, 50, score=99, block_hash="0xnew")
+        write_event(conn, HELD_CHAIN, 51, log_index=0, score=12)
+        write_event(conn, HELD_CHAIN, 52, log_index=0, score=13)
+    result = await engine.batch()
+    assert (result.read, result.released, result.events) == (3, 1, 3)
+    rows = query_all(database_url, "SELECT trigger_id, event_id FROM action_results ORDER BY id")
+    assert rows == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-52-0")]
 
 
 async def test_confirmations_back_to_0_release_what_an_earlier_run_held(
@@ -190,16 +223,21 @@ async def test_confirmations_back_to_0_release_what_an_earlier_run_held(
 
 
 def feedback_config(
-    tmp_path: Path, database_url: str, redis_url: str, receiver: WebhookReceiver
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    receiver: WebhookReceiver,
+    http_port: int | None = None,
 ) -> Path:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULE.format(url=receiver.url), encoding="utf-8")
+    http = {"listen": None if http_port is None else f"127.0.0.1:{http_port}"}
     return write_config(
         tmp_path,
         database_url=database_url,
         redis_url=redis_url,
         rules=str(rules),
-        extra={"chains": CHAINS_CONFIG},
+        extra={"chains": CHAINS_CONFIG, "http": http},
     )
 
 
@@ -222,7 +260,8 @@ def rules_loaded(database_url: str) -> None:
 def test_fires_only_3_deep_and_a_0_confirmation_chain_does_not_wait(
     tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
-    config = feedback_config(tmp_path, database_url, redis_url, webhook_receiver)
+    port = free_port()
+    config = feedback_config(tmp_path, database_url, redis_url, webhook_receiver, port)
     with engine_processes(config, tmp_path, ["run"], ["worker"]):
         rules_loaded(database_url)
         with sql.connect(database_url) as conn:
@@ -235,6 +274,30 @@ def test_fires_only_3_deep_and_a_0_confirmation_chain_does_not_wait(
                 set_checkpoint(conn, HELD_CHAIN, head)
             time.sleep(1.5)  # three of engine.poll_interval_s: released by now if it were due
             assert [d["id"] for d in delivered(webhook_receiver)] == [fast]
+        # What an operator sees while it waits: one held, 1 block to go, the head's source.
+        [chain] = json.loads(run_engine(config, "status", "--json").stdout)["chains"]
+        assert chain | {"oldest_held_seconds": 0} == {
+            "chain_id": HELD_CHAIN,
+            "name": "base-sepolia",
+            "confirmations": 3,
+            "head": 1002,
+            "head_source": "checkpoints",
+            "held_events": 1,
+            "lowest_held_block": 1000,
+            "oldest_held_seconds": 0,
+            "blocks_to_release": 1,
+        }
+        assert "84532 base-sepolia" in run_engine(config, "status").stdout
+        text = get(f"http://127.0.0.1:{port}/metrics")[1]
+        assert metric(text, "engine_held_events", f'{{chain_id="{HELD_CHAIN}"}}') == 1
+        assert metric(text, "engine_events_held_total") == 1
+        assert (
+            metric(text, "engine_confirmation_lag_seconds", f'{{chain_id="{HELD_CHAIN}"}}') or 0
+        ) >= 0
+        assert (
+            metric(text, "engine_chain_head", f'{{chain_id="{HELD_CHAIN}",source="checkpoints"}}')
+            == 1002
+        )
         with sql.connect(database_url) as conn:
             set_checkpoint(conn, HELD_CHAIN, 1003)
         wait_for_ids(webhook_receiver, [held])
