@@ -29,8 +29,9 @@ from engine.cursor import CursorPosition
 from engine.event_rows import columns_read
 from sql import query
 
-#: The columns holding needs from the rows the cursor reads, whatever the rules name.
-HOLD_FIELDS = ("id", "chain_id", "block_number", "log_index", "created_at")
+#: The columns holding needs from the rows the cursor reads, whatever the rules name (not
+#: created_at: a datetime in every event would cost each batch more than holding does).
+HOLD_FIELDS = ("id", "chain_id", "block_number", "log_index")
 
 
 @dataclass
@@ -44,17 +45,18 @@ class Sorted:
 
 
 class Confirmations:
-    """Holds and releases one cursor's events by the ``chains:`` settings."""
+    """Holds and releases one cursor's events by the ``chains:`` settings.
+
+    Keeps the ids in ``held_events`` as last committed (only the leader writes the
+    table), so that a batch with nothing to hold and nothing held costs no query."""
 
     def __init__(self, chains: ChainsSettings) -> None:
         self.chains = chains
         listed = [(cid, c.confirmations) for cid, c in chains.by_id.items()]
         self._chain_ids = [cid for cid, _ in listed]
         self._confirmations = [n for _, n in listed]
-        # Whether held_events may have rows although no chain holds any more (the
-        # config changed): they are released until none is left.  Only the leader
-        # writes the table, so once seen empty it stays empty.
-        self._leftovers = True
+        self._held: set[str] | None = None  # None: not known, read in the next batch
+        self._uncommitted: tuple[set[str], set[str]] = (set(), set())  # (held, released)
 
     def columns(self, columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
         """The columns the cursor must read for ``columns`` (None: all of them)."""
@@ -67,24 +69,27 @@ class Confirmations:
         conn: asyncpg.Connection,
         rows: list[asyncpg.Record],
         columns: tuple[str, ...] | None,
+        start: CursorPosition,
         position: CursorPosition,
         limit: int,
     ) -> Sorted:
         """Hold the rows of ``rows`` not deep enough yet and release at most ``limit``
         held ids now deep enough, in the caller's transaction; the rows to evaluate now:
         the released first (by block number, log index), then the batch's others in
-        cursor order.  ``columns`` as passed to the cursor; ``position``: the cursor's
-        position after ``rows``, in this transaction."""
-        result = Sorted()
+        cursor order.  ``columns`` as passed to the cursor; ``start`` and ``position``: the
+        cursor's positions before and after ``rows``, in this transaction.  The caller
+        calls ``committed`` once its transaction has committed."""
+        if self._held is None:
+            self._held = {r["event_id"] for r in await conn.fetch(query("held_event_ids"))}
+        result, held, released = Sorted(), set(), set()
         fresh = rows
         if self.chains.holds_any and rows:
-            held_ids = await self._hold(conn, rows)
-            if held_ids:
-                fresh = [row for row in rows if row["id"] not in held_ids]
+            held = await self._hold(conn, rows, start, position)
+            if held:
+                fresh = [row for row in rows if row["id"] not in held]
                 result.held = len(rows) - len(fresh)
-                self._leftovers = True
-        if self.chains.holds_any or self._leftovers:
-            released = await conn.fetch(
+        if self._held or held:
+            rows_released = await conn.fetch(
                 release_query(columns),
                 self._chain_ids,
                 self._confirmations,
@@ -93,31 +98,43 @@ class Confirmations:
                 position.seq,
                 limit,
             )
-            result.released = len(released)
-            kept = [row for row in released if row["_txid"] is not None]
-            result.dropped = len(released) - len(kept)
-            if not self.chains.holds_any and len(released) < limit:
-                self._leftovers = False
-            if kept:
-                result.rows = kept + fresh if fresh else kept
-                return result
+            released = {r["id"] for r in rows_released}
+            kept = [row for row in rows_released if row["_txid"] is not None]
+            result.released, result.dropped = len(released), len(released) - len(kept)
+            fresh = kept + fresh if fresh else kept
+        self._uncommitted = (held, released)
         result.rows = fresh
         return result
 
-    async def _hold(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> set[str]:
-        """The ids of ``rows`` now held: not deep enough, or already waiting."""
+    def committed(self) -> None:
+        """The batch's transaction committed: its holds and releases are the table's."""
+        held, released = self._uncommitted
+        if self._held is not None:
+            self._held |= held
+            self._held -= released
+        self._uncommitted = (set(), set())
+
+    def forget(self) -> None:
+        """Another engine may have led meanwhile: read the held ids again."""
+        self._held = None
+
+    async def _hold(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        start: CursorPosition,
+        end: CursorPosition,
+    ) -> set[str]:
+        """The ids of ``rows`` now held: not deep enough, or already waiting (a rewrite
+        waits with its id, to be evaluated once with its latest row)."""
+        assert self._held is not None
         confirmations_of = self.chains.confirmations_of
-        candidates: dict[str, asyncpg.Record] = {}  # the last row of each id
-        shallow_ids: set[str] = set()
         highest: dict[int, int] = {}
         for row in rows:
             chain_id = row["chain_id"]
-            if confirmations_of(chain_id) <= 0:
-                continue
-            candidates[row["id"]] = row
-            if row["block_number"] > highest.get(chain_id, -1):
+            if confirmations_of(chain_id) > 0 and row["block_number"] > highest.get(chain_id, -1):
                 highest[chain_id] = row["block_number"]
-        if not candidates:
+        if not highest:
             return set()
         heads = {
             r["chain_id"]: r["head"]
@@ -125,27 +142,34 @@ class Confirmations:
                 query("chain_heads_note"), list(highest), list(highest.values())
             )
         }
+        last: dict[str, asyncpg.Record] = {}  # the last row of each id to hold
+        hold_ids = set()
         for row in rows:
             chain_id = row["chain_id"]
             n = confirmations_of(chain_id)
-            # Any row of an id not deep enough holds the id: it is evaluated once, later.
-            if n > 0 and heads[chain_id] - row["block_number"] < n:
-                shallow_ids.add(row["id"])
-        last = list(candidates.values())
-        held = await conn.fetch(
+            if n <= 0:
+                continue
+            event_id = row["id"]
+            if event_id in self._held or heads[chain_id] - row["block_number"] < n:
+                hold_ids.add(event_id)
+        if not hold_ids:
+            return hold_ids
+        for row in rows:
+            if row["id"] in hold_ids:
+                last[row["id"]] = row
+        held = list(last.values())
+        await conn.execute(
             query("hold_events"),
-            [r["id"] for r in last],
-            [r["chain_id"] for r in last],
-            [r["block_number"] for r in last],
-            [r["log_index"] for r in last],
-            [r["created_at"] for r in last],
-            [r["id"] in shallow_ids for r in last],
+            [r["id"] for r in held],
+            [r["chain_id"] for r in held],
+            [r["block_number"] for r in held],
+            [r["log_index"] for r in held],
+            start.txid,
+            start.seq,
+            end.txid,
+            end.seq,
         )
-        return {r["event_id"] for r in held}
-
-    def forget(self) -> None:
-        """Another engine may have led meanwhile: look for its held events again."""
-        self._leftovers = True
+        return hold_ids
 
 
 @lru_cache(maxsize=64)
@@ -153,5 +177,8 @@ def release_query(columns: tuple[str, ...] | None) -> str:
     """sql/queries.sql's release_held_events, selecting the columns the cursor reads for
     ``columns`` in the same order (engine.event_rows.events_from_rows needs one shape)."""
     return query("release_held_events").format(
-        columns=", ".join(f'e."{name}"' for name in columns_read(columns))
+        columns=", ".join(
+            'coalesce(e."id", r.event_id) AS "id"' if name == "id" else f'e."{name}"'
+            for name in columns_read(columns)
+        )
     )

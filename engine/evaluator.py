@@ -163,15 +163,16 @@ class Evaluator:
         async with conn.transaction():
             horizon = await tenants.apply(conn, index) if tenants is not None else None
             columns = self.confirmations.columns(index.event_fields)
+            start = self.cursor.position
             rows, end = await self.cursor.read_and_advance(conn, limit, columns, horizon=horizon)
             result.read = len(rows)
-            position = end or self.cursor.position
-            assert position is not None
-            rows = await self._hold_and_release(conn, rows, columns, position, limit, result)
+            assert start is not None
+            rows = await self._hold_and_release(conn, rows, columns, start, end, limit, result)
             if rows:
                 await self._evaluate(conn, rows, index, result, copy=copy)
         if tenants is not None:
             tenants.committed()
+        self.confirmations.committed()
         if end is not None:
             self.cursor.position = end
         return result
@@ -181,12 +182,15 @@ class Evaluator:
         conn: asyncpg.Connection,
         rows: list[asyncpg.Record],
         columns: tuple[str, ...] | None,
-        position: CursorPosition,
+        start: CursorPosition,
+        end: CursorPosition | None,
         limit: int,
         result: BatchResult,
     ) -> list[asyncpg.Record]:
         """The rows to evaluate now (engine.confirmations holds the others)."""
-        done = await self.confirmations.hold_and_release(conn, rows, columns, position, limit)
+        done = await self.confirmations.hold_and_release(
+            conn, rows, columns, start, end or start, limit
+        )
         result.held, result.released, result.dropped = done.held, done.released, done.dropped
         return done.rows
 

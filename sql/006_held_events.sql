@@ -16,10 +16,6 @@ CREATE TABLE IF NOT EXISTS held_events (
     held_at       TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Release order is (block_number, log_index) per chain.
-CREATE INDEX IF NOT EXISTS held_events_release_idx
-    ON held_events (chain_id, block_number, log_index);
-
 -- The head of a chain without a `checkpoints` row: the highest block number the cursor has
 -- read for it.  Written only for chains whose events are held (confirmations > 0).
 CREATE TABLE IF NOT EXISTS chain_heads_seen (

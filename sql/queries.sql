@@ -695,24 +695,26 @@ SELECT seen.chain_id, coalesce(cp.last_block_number, seen.highest_block) AS head
   FROM seen LEFT JOIN checkpoints cp USING (chain_id);
 
 -- name: hold_events
--- The batch's rows of chains with confirmations, one array per held_events column; $6:
--- the row's block is not deep enough yet.  Such a row's id is held, and so is one already
--- held (a rewrite waits with it: the id is evaluated once, with its latest row).  Returns
--- the ids held: the caller evaluates the batch's other rows now.  One row per id (the
--- caller keeps the last): ON CONFLICT cannot update a row twice in one statement.
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[],
-                         $5::timestamptz[], $6::boolean[])
-        AS u(event_id, chain_id, block_number, log_index, created_at, shallow)
+-- The ids the batch holds (engine.confirmations decides which), one array per column, one
+-- row per id: ON CONFLICT cannot update a row twice in one statement.  created_at: the
+-- earliest of the batch's rows ($5, $6 to $7, $8: the cursor's positions before and after
+-- it), no later than any events row of the id the cursor has read, so retention keeps
+-- every such row by keeping what is newer than held_events' oldest created_at.
+WITH since AS (
+    SELECT min(created_at) AS t FROM events
+     WHERE (txid, seq) > ($5::text::xid8, $6::bigint)
+       AND (txid, seq) <= ($7::text::xid8, $8::bigint)
 )
 INSERT INTO held_events AS h (event_id, chain_id, block_number, log_index, created_at)
-SELECT event_id, chain_id, block_number, log_index, created_at
-  FROM batch b
- WHERE b.shallow OR EXISTS (SELECT 1 FROM held_events x WHERE x.event_id = b.event_id)
+SELECT u.*, coalesce(since.t, now())
+  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[])
+       AS u(event_id, chain_id, block_number, log_index), since
 ON CONFLICT (event_id) DO UPDATE
    SET chain_id = EXCLUDED.chain_id, block_number = EXCLUDED.block_number,
-       log_index = EXCLUDED.log_index, created_at = least(h.created_at, EXCLUDED.created_at)
-RETURNING event_id;
+       log_index = EXCLUDED.log_index, created_at = least(h.created_at, EXCLUDED.created_at);
+
+-- name: held_event_ids
+SELECT event_id FROM held_events;
 
 -- name: release_held_events
 -- The held ids now deep enough ($1 chains and $2 their confirmations, $3 the default for
@@ -721,7 +723,8 @@ RETURNING event_id;
 -- position in this transaction); a row that comes later is the cursor's to read.  An id
 -- with no such row left (the indexer deleted it) comes back with NULL columns: dropped.
 -- A template: engine.confirmations fills in {columns} from rules.fields.EVENT_FIELDS
--- names only, with the internal columns last as in read_batch.
+-- names only, with the internal columns last as in read_batch; its id is the held id,
+-- so that a dropped one is named too.
 WITH due AS (
     SELECT h.event_id
       FROM held_events h
@@ -745,9 +748,6 @@ SELECT {columns}, NULL::text AS _unread, e.txid::text AS _txid, e.seq AS _seq
        ORDER BY x.txid DESC, x.seq DESC
        LIMIT 1) e ON true
  ORDER BY e.block_number, e.log_index;
-
--- name: held_events_exist
-SELECT EXISTS (SELECT 1 FROM held_events);
 
 -- name: status_chains
 -- Per chain the cursor has noted a head for: its head and where it comes from, and its
