@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from actions.base import ActionSettings
+from engine.chains_config import ChainsSettings, parse_chains
 from engine.source_config import SourceSettings, read_source
 from engine.tunables import (
     ApiSettings,
@@ -60,6 +61,7 @@ TOP_LEVEL_KEYS = (
     "secrets_key",
     "rule_files",
     "source",
+    "chains",
 )
 # Variables rules may read only when ``rules_env`` names them exactly (no glob): the
 # engine's own settings and anything named like a credential or a connection string.
@@ -93,6 +95,7 @@ class Settings:
     rules_env: tuple[str, ...] = DEFAULT_RULES_ENV  # globs of variables rules may read
     tenants: TenantSettings = field(default_factory=TenantSettings)
     rule_files: RuleFileLimits = field(default_factory=RuleFileLimits)
+    chains: ChainsSettings = field(default_factory=ChainsSettings)  # confirmations per chain
     # Urlsafe base64 of 32 bytes sealing tenants' secrets; None: secrets cannot be stored
     # nor used (engine.tenants.secrets_box says so when asked).
     secrets_key: str | None = None
@@ -376,6 +379,7 @@ def _build(
         rules_env=_rules_env(read),
         tenants=read.section(TenantSettings, "tenants"),
         rule_files=read.section(RuleFileLimits, "rule_files"),
+        chains=parse_chains(read.get("chains"), read.fail),
         secrets_key=_secrets_key(read),
         config_variables=config_variables,
         source=source,

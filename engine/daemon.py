@@ -67,6 +67,9 @@ class DaemonStats:
     enqueue_failures: int = 0
     digests: int = 0  # digests queued (engine.digests)
     resolved_by_after: int = 0  # alerts resolved by `resolve.after` (engine.resolves)
+    held: int = 0  # rows held for confirmations
+    released: int = 0  # held ids released (evaluated, or dropped when deleted meanwhile)
+    dropped: int = 0
     last_event_timestamp: int | None = None
 
 
@@ -79,7 +82,10 @@ class Daemon:
         self.doorbell = asyncio.Event()
         self.listener = Listener(settings.database_url, self.doorbell, tun)
         self.evaluator = Evaluator(
-            tun.cursor_name, tun.batch_size, max_event_future_skew_s=tun.max_event_future_skew_s
+            tun.cursor_name,
+            tun.batch_size,
+            max_event_future_skew_s=tun.max_event_future_skew_s,
+            chains=settings.chains,
         )
         self.dispatcher = Dispatcher(settings.redis_url, settings.worker)
         self.rulebook = rulebook or RuleBook.for_settings(settings)
@@ -341,13 +347,13 @@ class Daemon:
                 except POISON_ERRORS as exc:
                     isolating = await self._isolate(conn, isolating, exc)
                     continue
-            if result.events == 0 and not result.action_ids:
-                self._count_reorgs(result)
+            if result.read == 0 and result.released == 0 and not result.action_ids:
+                self._count_reorgs(result)  # removals alone (no on_retract to send)
                 return
-            isolating = max(0, isolating - result.events)
+            isolating = max(0, isolating - result.read)
             self._count(result)
             await self._dispatch(result.action_ids, result.action_orgs)
-            if result.events < self.evaluator.batch_size and not isolating:
+            if result.caught_up(self.evaluator.batch_size) and not isolating:
                 return
             # A long catch-up must hold back neither due digests nor due retries.
             await self._flush_due()
@@ -405,6 +411,8 @@ class Daemon:
         s.batches += 1
         s.restarts += result.restarts
         self._count_reorgs(result)
+        s.held, s.released = s.held + result.held, s.released + result.released
+        s.dropped += result.dropped
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 

@@ -27,7 +27,9 @@ from engine.action_rows import (
     EventWrittenTwice,
     PendingActionRows,
 )
+from engine.chains_config import ChainsSettings
 from engine.config import EngineTunables
+from engine.confirmations import Confirmations
 from engine.cursor import Cursor, CursorPosition
 from engine.digests import DigestBatch
 from engine.event_rows import events_from_rows
@@ -77,6 +79,14 @@ class BatchResult:
     # id -> organization, for the rows of action_ids that are an organization's
     action_orgs: dict[int, int] = field(default_factory=dict)
     last_event_timestamp: int | None = None
+    read: int = 0  # rows the cursor read (held ones included)
+    held: int = 0  # rows held for confirmations (engine.confirmations)
+    released: int = 0  # held ids released (evaluated now, or dropped: deleted meanwhile)
+    dropped: int = 0
+
+    def caught_up(self, batch_size: int) -> bool:
+        """Whether the batch found less to do than it could: no need for another now."""
+        return self.read < batch_size and self.released < batch_size
 
 
 class Evaluator:
@@ -89,8 +99,10 @@ class Evaluator:
         *,
         write_chunk_rows: int = WRITE_CHUNK_ROWS,
         max_event_future_skew_s: int = EngineTunables.max_event_future_skew_s,
+        chains: ChainsSettings | None = None,
     ) -> None:
         self.cursor = Cursor(cursor_name)
+        self.confirmations = Confirmations(chains or ChainsSettings())
         self.batch_size = batch_size
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
@@ -130,6 +142,7 @@ class Evaluator:
         """
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
+            self.confirmations.forget()
         limit = limit or self.batch_size
         copy, restarts = True, 0
         while True:
@@ -154,12 +167,13 @@ class Evaluator:
         result = BatchResult()
         async with conn.transaction():
             horizon = await tenants.apply(conn, index) if tenants is not None else None
+            columns = self.confirmations.columns(index.event_fields)
             start = self.cursor.position
             assert start is not None
             removals = await process_removals(conn, index, start)
-            rows, end = await self.cursor.read_and_advance(
-                conn, limit, index.event_fields, horizon=horizon
-            )
+            rows, end = await self.cursor.read_and_advance(conn, limit, columns, horizon=horizon)
+            result.read = len(rows)
+            rows = await self._hold_and_release(conn, rows, columns, start, end, limit, result)
             if rows:
                 await self._evaluate(conn, rows, index, result, copy=copy, start=start)
             result.rewrites += removals.rewrites
@@ -168,9 +182,27 @@ class Evaluator:
             result.action_orgs.update(removals.action_orgs)
         if tenants is not None:
             tenants.committed()
+        self.confirmations.committed()
         if end is not None:
             self.cursor.position = end
         return result
+
+    async def _hold_and_release(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        columns: tuple[str, ...] | None,
+        start: CursorPosition,
+        end: CursorPosition | None,
+        limit: int,
+        result: BatchResult,
+    ) -> list[asyncpg.Record]:
+        """The rows to evaluate now (engine.confirmations holds the others)."""
+        done = await self.confirmations.hold_and_release(
+            conn, rows, columns, start, end or start, limit
+        )
+        result.held, result.released, result.dropped = done.held, done.released, done.dropped
+        return done.rows
 
     async def _evaluate(
         self,
@@ -184,7 +216,10 @@ class Evaluator:
     ) -> None:
         events = events_from_rows(rows)
         result.events = len(events)
-        rows, events, result.rewrites = await drop_rewritten(conn, rows, events, start)
+        # The released held events come first (engine.confirmations).
+        rows, events, result.rewrites = await drop_rewritten(
+            conn, rows, events, start, released=result.released - result.dropped
+        )
         if not events:
             return
         for position, problems in unusual_rows(rows, events):

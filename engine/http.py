@@ -44,6 +44,7 @@ class DaemonCollector(Collector):
         self.oldest_age_s = 0
         self.blocker_pid = 0
         self.blocker_s = 0.0
+        self.chains: list[Any] = []
 
     async def refresh(self) -> None:
         pool = self.daemon.pool
@@ -69,6 +70,7 @@ class DaemonCollector(Collector):
         blocker = await pool.fetchrow(query("metrics_blocker"), timeout=timeout_s)
         self.blocker_pid = 0 if blocker is None else int(blocker["pid"])
         self.blocker_s = 0.0 if blocker is None else float(blocker["running_for_s"])
+        self.chains = list(await pool.fetch(query("status_chains"), timeout=timeout_s))
 
     def collect(self) -> Iterator[Any]:
         d = self.daemon
@@ -94,6 +96,13 @@ class DaemonCollector(Collector):
                 "Enqueues that failed (rows kept for the sweep)",
                 s.enqueue_failures,
             ),
+            ("engine_events_held", "Rows held for confirmations when read", s.held),
+            (
+                "engine_held_events_released",
+                "Held events released: evaluated, or dropped when the indexer deleted them",
+                s.released,
+            ),
+            ("engine_held_events_dropped", "Held events deleted before confirmation", s.dropped),
             ("engine_listener_reconnects", "Listener reconnects", d.listener.reconnects),
             (
                 "engine_batches_restarted",
@@ -167,6 +176,30 @@ class DaemonCollector(Collector):
             actions.add_metric([row["action_type"], row["status"]], row["n"])
         yield actions
         yield _duration_histogram(self.durations)
+        yield from _chain_gauges(self.chains)
+
+
+def _chain_gauges(rows: list[Any]) -> Iterator[GaugeMetricFamily]:
+    """Per chain (engine.confirmations): held events, the confirmation lag, the head."""
+    held = GaugeMetricFamily(
+        "engine_held_events", "Events waiting for their confirmations", labels=["chain_id"]
+    )
+    lag = GaugeMetricFamily(
+        "engine_confirmation_lag_seconds",
+        "How long the oldest event held for confirmations has waited",
+        labels=["chain_id"],
+    )
+    head = GaugeMetricFamily(
+        "engine_chain_head",
+        "The block confirmations count from: source checkpoints, or the highest block seen",
+        labels=["chain_id", "source"],
+    )
+    for row in rows:
+        chain = str(row["chain_id"])
+        held.add_metric([chain], row["held"])
+        lag.add_metric([chain], row["oldest_held_s"])
+        head.add_metric([chain, row["head_source"]], row["head"])
+    yield from (held, lag, head)
 
 
 def _timings_histogram(name: str, doc: str, timings: Timings) -> HistogramMetricFamily:

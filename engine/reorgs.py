@@ -65,13 +65,26 @@ async def drop_rewritten(
     rows: Sequence[asyncpg.Record],
     events: list[dict[str, Any]],
     start: CursorPosition,
+    *,
+    released: int = 0,
 ) -> tuple[list[asyncpg.Record], list[dict[str, Any]], int]:
     """The batch without the rows whose id was evaluated before ``start`` or earlier in
-    the batch; those are recorded as rewrites.  Returns (rows, events, rewrites)."""
+    the batch; those are recorded as rewrites.  Returns (rows, events, rewrites).
+
+    The first ``released`` rows are events held for confirmations and released now: the
+    cursor passed their rows while they were held, not evaluated, so they are not checked
+    against earlier rows (engine.confirmations evaluates each held id once).
+    """
     ids = [event.get("id") for event in events]
-    seen = {
-        r[0] for r in await conn.fetch(query("reorg_evaluated_ids"), ids, start.txid, start.seq)
-    }
+    checked = ids[released:]
+    seen = (
+        {
+            r[0]
+            for r in await conn.fetch(query("reorg_evaluated_ids"), checked, start.txid, start.seq)
+        }
+        if checked
+        else set()
+    )
     if not seen and len(set(ids)) == len(ids):
         return list(rows), events, 0
     kept_rows: list[asyncpg.Record] = []

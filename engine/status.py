@@ -82,9 +82,45 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         status["reorgs"] = {
             r[0]: {"count": r[1], "last_seen": r[2]} for r in sql.fetch_all(conn, "status_reorgs")
         }
+        status["chains"] = _chains_status(conn, settings)
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
+
+
+def _chains_status(conn: sql.Connection, settings: Settings) -> list[dict[str, Any]]:
+    """Per chain with a head noted or confirmations configured: its head and where it
+    comes from, its held events and how long the oldest has waited (engine.confirmations)."""
+    chains = settings.chains
+    found = {}
+    for chain_id, head, source, held, lowest, oldest_s in sql.fetch_all(conn, "status_chains"):
+        n = chains.confirmations_of(chain_id)
+        found[chain_id] = {
+            "chain_id": chain_id,
+            "name": chains.name_of(chain_id),
+            "confirmations": n,
+            "head": head,
+            "head_source": source,
+            "held_events": held,
+            "lowest_held_block": lowest,
+            "oldest_held_seconds": oldest_s,
+            # How many more blocks the oldest held event waits for (0: due now).
+            "blocks_to_release": None if lowest is None else max(0, lowest + n - head),
+        }
+    for chain_id, entry in chains.by_id.items():
+        if chain_id not in found and entry.confirmations > 0:
+            found[chain_id] = {
+                "chain_id": chain_id,
+                "name": entry.name,
+                "confirmations": entry.confirmations,
+                "head": None,
+                "head_source": None,
+                "held_events": 0,
+                "lowest_held_block": None,
+                "oldest_held_seconds": 0,
+                "blocks_to_release": None,
+            }
+    return [found[k] for k in sorted(found)]
 
 
 def _rule_file_errors(settings: Settings) -> list[str]:
@@ -231,6 +267,8 @@ def format_status(status: dict[str, Any]) -> str:
             ],
         )
 
+    lines += _format_chains(status.get("chains") or [])
+
     actions = status["actions"]
     lines.append("actions")
     lines += _table(ACTION_STATUSES, [[actions[k] for k in ACTION_STATUSES]], label_column=False)
@@ -282,6 +320,30 @@ def _format_queue(queue: dict[str, Any]) -> list[str]:
             [(w["name"], w["state"], w["current_job"]) for w in queue["workers"]],
         )
     return lines
+
+
+def _format_chains(chains: list[dict[str, Any]]) -> list[str]:
+    if not chains:
+        return []
+    return [
+        "chains (events wait for their confirmations; head from checkpoints, else the "
+        "highest block seen)",
+        *_table(
+            ("chain", "confirmations", "head", "head from", "held", "oldest held", "blocks to go"),
+            [
+                (
+                    f"{c['chain_id']} {c['name']}" if c["name"] else c["chain_id"],
+                    c["confirmations"],
+                    c["head"],
+                    c["head_source"],
+                    c["held_events"],
+                    _seconds(c["oldest_held_seconds"]) if c["held_events"] else None,
+                    c["blocks_to_release"],
+                )
+                for c in chains
+            ],
+        ),
+    ]
 
 
 def _format_telegram_blocks(blocks: dict[str, Any]) -> list[str]:

@@ -875,7 +875,8 @@ UPDATE open_alerts SET resolve_at = to_timestamp($3) WHERE trigger_id = $1 AND g
 -- The removals committed so far (at most $3), taken: deleted in the batch's transaction,
 -- so each is processed once.  `evaluated`: the cursor ($1, $2) had passed the row.
 -- `still_there`: another row of the id that the cursor passed is still in events (a
--- duplicate was deleted, the event was not).
+-- duplicate was deleted, the event was not).  An id held for confirmations was passed,
+-- not evaluated: engine.confirmations releases it with its final row, or drops it.
 WITH taken AS (
     DELETE FROM event_removals
      WHERE seq IN (SELECT seq FROM event_removals ORDER BY seq LIMIT $3)
@@ -883,7 +884,9 @@ WITH taken AS (
               row_txid, row_seq, at
 )
 SELECT t.event_id, t.op, t.chain_id, t.block_number, t.block_hash, t.new_block_hash, t.at,
-       (t.row_txid, t.row_seq) <= ($1::text::xid8, $2::bigint) AS evaluated,
+       (t.row_txid, t.row_seq) <= ($1::text::xid8, $2::bigint)
+           AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = t.event_id)
+           AS evaluated,
        EXISTS (SELECT 1 FROM events e
                 WHERE e.id = t.event_id
                   AND (e.txid, e.seq) <= ($1::text::xid8, $2::bigint)) AS still_there
@@ -951,3 +954,87 @@ SELECT DISTINCT ON (a.trigger_id, a.event_id) a.trigger_id, a.event_id,
 
 -- name: status_reorgs
 SELECT kind, count(*) AS n, max(seen_at) AS last_seen FROM event_reorgs GROUP BY kind;
+
+-- name: chain_heads_note
+-- Confirmations (engine.confirmations): the highest block number the cursor has read per
+-- chain ($1 chains, $2 the batch's highest block of each), kept; then each chain's head:
+-- its `checkpoints` row (the indexer's word) when there is one, else that highest block.
+WITH seen AS (
+    INSERT INTO chain_heads_seen AS s (chain_id, highest_block)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[])
+    ON CONFLICT (chain_id) DO UPDATE
+       SET highest_block = greatest(s.highest_block, EXCLUDED.highest_block), updated_at = now()
+    RETURNING chain_id, highest_block
+)
+SELECT seen.chain_id, coalesce(cp.last_block_number, seen.highest_block) AS head
+  FROM seen LEFT JOIN checkpoints cp USING (chain_id);
+
+-- name: hold_events
+-- The ids the batch holds (engine.confirmations decides which), one array per column, one
+-- row per id: ON CONFLICT cannot update a row twice in one statement.  created_at: the
+-- earliest of the batch's rows ($5, $6 to $7, $8: the cursor's positions before and after
+-- it), no later than any events row of the id the cursor has read, so retention keeps
+-- every such row by keeping what is newer than held_events' oldest created_at.
+WITH since AS (
+    SELECT min(created_at) AS t FROM events
+     WHERE (txid, seq) > ($5::text::xid8, $6::bigint)
+       AND (txid, seq) <= ($7::text::xid8, $8::bigint)
+)
+INSERT INTO held_events AS h (event_id, chain_id, block_number, log_index, created_at)
+SELECT u.*, coalesce(since.t, now())
+  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[])
+       AS u(event_id, chain_id, block_number, log_index), since
+ON CONFLICT (event_id) DO UPDATE
+   SET chain_id = EXCLUDED.chain_id, block_number = EXCLUDED.block_number,
+       log_index = EXCLUDED.log_index, created_at = least(h.created_at, EXCLUDED.created_at);
+
+-- name: held_event_ids
+SELECT event_id FROM held_events;
+
+-- name: release_held_events
+-- The held ids now deep enough ($1 chains and $2 their confirmations, $3 the default for
+-- the others; 0 releases at once), at most $6 in (block_number, log_index) order, deleted
+-- and returned with each id's latest row among those the cursor has passed ($4, $5: its
+-- position in this transaction); a row that comes later is the cursor's to read.  An id
+-- with no such row left (the indexer deleted it) comes back with NULL columns: dropped.
+-- A template: engine.confirmations fills in {columns} from rules.fields.EVENT_FIELDS
+-- names only, with the internal columns last as in read_batch; its id is the held id,
+-- so that a dropped one is named too.
+WITH due AS (
+    SELECT h.event_id
+      FROM held_events h
+      LEFT JOIN chain_heads_seen s USING (chain_id)
+      LEFT JOIN checkpoints cp USING (chain_id)
+      LEFT JOIN unnest($1::bigint[], $2::int[]) AS c(chain_id, confirmations) USING (chain_id)
+     WHERE coalesce(c.confirmations, $3) = 0
+        OR coalesce(cp.last_block_number, s.highest_block) - h.block_number
+           >= coalesce(c.confirmations, $3)
+     ORDER BY h.block_number, h.log_index
+     LIMIT $6
+), released AS (
+    DELETE FROM held_events h USING due WHERE h.event_id = due.event_id
+    RETURNING h.event_id
+)
+SELECT {columns}, NULL::text AS _unread, e.txid::text AS _txid, e.seq AS _seq
+  FROM released r
+  LEFT JOIN LATERAL (
+      SELECT * FROM events x
+       WHERE x.id = r.event_id AND (x.txid, x.seq) <= ($4::text::xid8, $5::bigint)
+       ORDER BY x.txid DESC, x.seq DESC
+       LIMIT 1) e ON true
+ ORDER BY e.block_number, e.log_index;
+
+-- name: status_chains
+-- Per chain the cursor has noted a head for: its head and where it comes from, and its
+-- held events (how many, the lowest block, how long the oldest has waited).
+SELECT s.chain_id, coalesce(cp.last_block_number, s.highest_block) AS head,
+       CASE WHEN cp.chain_id IS NULL THEN 'highest block seen' ELSE 'checkpoints' END
+           AS head_source,
+       coalesce(h.held, 0) AS held, h.lowest_block,
+       coalesce(h.oldest_held_s, 0) AS oldest_held_s
+  FROM chain_heads_seen s
+  LEFT JOIN checkpoints cp USING (chain_id)
+  LEFT JOIN (SELECT chain_id, count(*) AS held, min(block_number) AS lowest_block,
+                    extract(epoch FROM now() - min(held_at))::bigint AS oldest_held_s
+               FROM held_events GROUP BY chain_id) h USING (chain_id)
+ ORDER BY s.chain_id;

@@ -49,7 +49,7 @@ async def insert_backlog(dsn: str, rows: Sequence[tuple[Any, ...]]) -> None:
         await conn.close()
 
 
-async def _reset(conn: asyncpg.Connection, redis_url: str) -> None:
+async def reset(conn: asyncpg.Connection, redis_url: str) -> None:
     await conn.execute(
         "TRUNCATE action_results, trigger_state, rule_stats; DELETE FROM engine_cursors"
     )
@@ -94,7 +94,7 @@ async def engine_rate(
     daemon.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         async with daemon.pool.acquire() as conn:
-            await _reset(conn, redis_url)
+            await reset(conn, redis_url)
         daemon.evaluator = Evaluator("bench", batch_size)
         started = time.perf_counter()
         while True:

@@ -15,7 +15,7 @@ import psycopg
 import redis
 from rq import Queue
 
-from devkit.bench import digests, evaluation, live, memory, tenants, throughput
+from devkit.bench import confirmations, digests, evaluation, live, memory, tenants, throughput
 from devkit.bench.data import (
     EventGenerator,
     chunked,
@@ -153,7 +153,16 @@ def _latency_figures(
 
 
 #: The sections of the bench, in the order they run.
-SECTIONS = ("evaluation", "doorbell", "live", "actions", "memory", "tenants", "digests")
+SECTIONS = (
+    "evaluation",
+    "confirmations",
+    "doorbell",
+    "live",
+    "actions",
+    "memory",
+    "tenants",
+    "digests",
+)
 
 
 def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
@@ -170,6 +179,10 @@ def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
             print(f"engine bench{' --quick' if opts.quick else ''}: {dsn} {redis_url}", file=out)
             if "evaluation" in sections:
                 _evaluation(opts, dsn, redis_url, receiver.url, out)
+            if "confirmations" in sections:
+                confirmations.measure_confirmations(
+                    opts.backlog, opts.runs, BATCH, dsn, redis_url, receiver.url, out
+                )
             if "doorbell" in sections:
                 _doorbell_ingest(opts, dsn, work, out)
             if "live" in sections:

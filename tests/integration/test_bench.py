@@ -16,6 +16,8 @@ FIGURES = [
     "1-eval-1000",
     "1-eval-3000",
     "6-shared-key",
+    "7-confirmations-deep",
+    "7-confirmations-held",
     "doorbell-ingest",
     "doorbell-commit-p99",
     "2-live-single-100-p50",
