@@ -15,7 +15,7 @@ exactly once with the cursor advance it belongs to:
   the cursor never passed change nothing: those rows were never evaluated.
 
 This module never commits and never talks to Redis; it does not undo state (see
-docs/chains-reorgs.md for what is and is not corrected).
+docs/chains.md for what is and is not corrected).
 """
 
 from __future__ import annotations

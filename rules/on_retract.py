@@ -1,5 +1,5 @@
 """The rule key `on_retract: {actions: [...]}`: what to send when an event the rule fired on
-is removed from the chain by a reorg (engine.reorgs queues it; docs/chains-reorgs.md).
+is removed from the chain by a reorg (engine.reorgs queues it; docs/chains.md).
 
 The actions are checked exactly like `actions`, with one more template name,
 ``retracted_at``; they render against the original firing's stored context.  Their
