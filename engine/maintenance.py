@@ -8,7 +8,8 @@ Two periodic jobs:
   dropped whole instead, up to a cutoff no later than the oldest event still to be
   evaluated.  Retention never deletes an event that a cursor has not passed or that is
   held for confirmations (``held_events``, when that table exists), nor an action that
-  is still queued, running or retrying.
+  is still queued, running or retrying.  The log of rule changes (``trigger_changes``)
+  is kept ``trigger_changes_days``.
 - **statistics**: the plain materialized views ``events_hourly`` and
   ``action_metrics_hourly`` are refreshed (``CONCURRENTLY`` once populated, so readers
   never wait).  A TimescaleDB continuous aggregate is left to TimescaleDB's own policy.
@@ -42,6 +43,7 @@ class RetentionReport:
     events_deleted: int = 0
     event_chunks_dropped: int = 0
     action_results_deleted: int = 0
+    trigger_changes_deleted: int = 0
 
 
 def _rows(status: str) -> int:
@@ -91,6 +93,9 @@ async def apply_retention(pool: Any, settings: RetentionSettings) -> RetentionRe
         )
     report.action_results_deleted = await _delete_in_batches(
         pool, "retention_delete_action_results", settings.action_results_days, batch
+    )
+    report.trigger_changes_deleted = await _delete_in_batches(
+        pool, "retention_delete_trigger_changes", settings.trigger_changes_days, batch
     )
     return report
 

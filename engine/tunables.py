@@ -95,6 +95,7 @@ class RetentionSettings:
 
     action_results_days: int = 90  # finished (success/failed) audit rows
     events_days: int = 365  # events, never one a cursor has not evaluated yet
+    trigger_changes_days: int = 7  # the log of rule changes the daemon follows
     interval_s: float = 3600.0  # how often `engine run` applies retention
     stats_refresh_s: float = 300.0  # how often the hourly statistics views are refreshed
     delete_batch_size: int = 5000  # rows per DELETE, so no statement holds locks for long

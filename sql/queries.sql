@@ -374,13 +374,26 @@ DELETE FROM events e
 
 -- name: retention_delete_action_results
 -- One batch of finished audit rows older than $1 days; queued, running and retrying
--- rows are work still to do and are kept whatever their age.
+-- rows are work still to do and are kept whatever their age.  Every other status is an
+-- outcome (delivered, dead letter, held back by a quota, silenced...).
 DELETE FROM action_results
  WHERE id = ANY (ARRAY(SELECT id FROM action_results
                         WHERE created_at < now() - make_interval(days => $1)
-                          AND status IN ('success', 'failed')
+                          AND status NOT IN ('queued', 'running', 'retrying')
                         ORDER BY id
                         LIMIT $2));
+
+-- name: retention_delete_trigger_changes
+-- One batch of rule changes older than $1 days.  The daemon reads a change within a
+-- second of its commit and a new leader reads every rule afresh, so old changes serve
+-- nobody; the newest is kept whatever its age: its number is where the next leader
+-- starts following (tenant_changes_last).
+DELETE FROM trigger_changes
+ WHERE seq = ANY (ARRAY(SELECT seq FROM trigger_changes
+                         WHERE at < now() - make_interval(days => $1)
+                           AND seq < (SELECT max(seq) FROM trigger_changes)
+                         ORDER BY seq
+                         LIMIT $2));
 
 -- name: retention_events_is_hypertable
 -- The TimescaleDB catalog only exists with the extension: ask for it by name first.

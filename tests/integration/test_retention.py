@@ -74,7 +74,8 @@ async def test_batched_retention_spares_unevaluated_events_and_pending_actions(
     _action_rows(
         database_url,
         [("success", True)] * 6
-        + [("failed", True)] * 4
+        + [("failed", True)] * 3
+        + [("quota_exceeded", True)]  # an outcome too: held back, never to be sent
         + [("queued", True), ("retrying", True), ("running", True)]
         + [("success", False)] * 3,
     )
@@ -169,3 +170,27 @@ async def test_batched_retention_spares_held_events_and_is_not_stopped_by_rows_i
     assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 1") == 0
     assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 2") == 3
     assert query_value(database_url, "SELECT count(*) FROM events WHERE agent_id = 3") == 3
+
+
+async def test_old_rule_changes_go_but_the_newest_is_kept(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE trigger_changes")
+        for i in range(5):
+            conn.execute(
+                "INSERT INTO trigger_changes (trigger_id, op, at) VALUES (%s, 'upsert', %s)",
+                (f"r{i}", "2020-01-01" if i != 2 else "now"),
+            )
+        newest = conn.execute("SELECT max(seq) FROM trigger_changes").fetchone()
+    settings = RetentionSettings(trigger_changes_days=7, delete_batch_size=2)
+
+    report = await apply_retention(pool, settings)
+
+    # r0, r1, r3 are old; r4 is old too but the newest: where a new leader starts
+    assert report.trigger_changes_deleted == 3
+    left = query_value(
+        database_url, "SELECT string_agg(trigger_id, ',' ORDER BY seq) FROM trigger_changes"
+    )
+    assert left == "r2,r4"
+    assert query_value(database_url, "SELECT max(seq) FROM trigger_changes") == newest[0]
