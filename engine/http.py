@@ -119,6 +119,12 @@ class DaemonCollector(Collector):
                 "Evaluated events the indexer deleted (a reorg): on_retract actions queued",
                 s.retractions,
             ),
+            ("engine_digests_sent", "Digests queued (a rule's `group:`)", s.digests),
+            (
+                "engine_alerts_resolved_after",
+                "Alerts resolved because `resolve.after` passed without a firing",
+                s.resolved_by_after,
+            ),
             (
                 "engine_rule_changes_applied",
                 "Organizations' rule changes put into the index",

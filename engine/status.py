@@ -83,6 +83,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             r[0]: {"count": r[1], "last_seen": r[2]} for r in sql.fetch_all(conn, "status_reorgs")
         }
         status["chains"] = _chains_status(conn, settings)
+        pending = sql.fetch_one(conn, "status_digests")
+        assert pending is not None
+        status["digests"] = {
+            "groups_pending": pending[0],
+            "firings_pending": pending[1],
+            "next_due_in_seconds": None if pending[2] is None else max(0.0, round(pending[2], 1)),
+            "open_alerts": pending[3],
+        }
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
@@ -248,6 +256,7 @@ def format_status(status: dict[str, Any]) -> str:
         )
     lines.append(f"events written: {status['events_per_second']}/s over the last minute")
     lines += _format_reorgs(status.get("reorgs", {}))
+    lines += _format_digests(status.get("digests", {}))
 
     rules = status["rules"]
     lines.append(f"rules: {rules['loaded']} loaded ({rules['enabled']} enabled)")
@@ -358,6 +367,19 @@ def _format_telegram_blocks(blocks: dict[str, Any]) -> list[str]:
                 for c in blocks["chats"]
             ],
         ),
+    ]
+
+
+def _format_digests(digests: dict[str, Any]) -> list[str]:
+    """One line while digests wait to be sent or alerts are open (rules' group/resolve)."""
+    if not digests or not (digests["groups_pending"] or digests["open_alerts"]):
+        return []
+    due = digests["next_due_in_seconds"]
+    when = "" if due is None else f", the next due in {due:g}s"
+    return [
+        f"digests: {digests['firings_pending']} firings waiting in"
+        f" {digests['groups_pending']} groups{when}; open alerts (resolve): "
+        f"{digests['open_alerts']}"
     ]
 
 

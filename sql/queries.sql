@@ -968,6 +968,13 @@ SELECT DISTINCT ON (a.trigger_id, a.event_id) a.trigger_id, a.event_id,
 -- name: status_reorgs
 SELECT kind, count(*) AS n, max(seen_at) AS last_seen FROM event_reorgs GROUP BY kind;
 
+-- name: status_digests
+-- Digests waiting (engine.digests) and alerts open (engine.resolves), for `engine status`.
+SELECT (SELECT count(*) FROM digest_groups WHERE due_at IS NOT NULL) AS groups_pending,
+       (SELECT count(*) FROM digest_firings) AS firings_pending,
+       (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM digest_groups) AS next_due_s,
+       (SELECT count(*) FROM open_alerts) AS open_alerts;
+
 -- name: chain_heads_note
 -- Confirmations (engine.confirmations): the highest block number the cursor has read per
 -- chain ($1 chains, $2 the batch's highest block of each), kept; then each chain's head:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.localstack import free_port
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.webhook import WebhookReceiver
+from tests.integration.test_http import get, metric
 from tests.processes import (
     EngineProcess,
     engine_processes,
@@ -78,7 +80,10 @@ def test_firings_of_a_group_become_one_digest_then_wait_for_the_interval(
     tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
     rules = digest_rule(webhook_receiver.url, wait="2s", interval="4s", max_listed=3)
-    config = configure(tmp_path, database_url, redis_url, rules)
+    port = free_port()
+    config = configure(
+        tmp_path, database_url, redis_url, rules, http={"listen": f"127.0.0.1:{port}"}
+    )
     with engine_processes(config, tmp_path, ["run"], ["worker"]):
         wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"), what="rules")
         insert_events(database_url, [feedback(1) for _ in range(5)] + [feedback(2)] * 2)
@@ -96,6 +101,8 @@ def test_firings_of_a_group_become_one_digest_then_wait_for_the_interval(
         second = webhook_receiver.wait_for(3, timeout=20)[2]
         assert second.json["agent"] == 1 and second.json["count"] == 2
         assert second.received_at - sent_at >= 4 - 1.0  # the interval (minus clock slack)
+        _, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert metric(text, "engine_digests_sent_total") == 3
     assert query_value(database_url, "SELECT count(*) FROM digest_firings") == 0
     rows = digest_rows(database_url)
     assert [r["event_id"].startswith("digest:[1]:") for r in rows].count(True) == 2

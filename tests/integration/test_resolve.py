@@ -3,6 +3,7 @@ not meet `when`, or by `after` passing without a firing (also across a kill -9).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.fakes.webhook import WebhookReceiver
@@ -11,6 +12,7 @@ from tests.processes import (
     engine_processes,
     insert_events,
     query_value,
+    run_engine,
     wait_until,
     write_config,
 )
@@ -93,6 +95,9 @@ def test_the_next_event_not_meeting_when_resolves_once(
     assert resolved["firings"] == 2
     assert resolved["fired_at"] < resolved["resolved_at"]
     assert query_value(database_url, "SELECT count(*) FROM open_alerts") == 1  # agent 2
+    status = run_engine(config, "status", "--json")
+    assert json.loads(status.stdout)["digests"]["open_alerts"] == 1
+    assert "open alerts (resolve): 1" in run_engine(config, "status").stdout
 
 
 def test_after_resolves_a_quiet_group_once_also_across_a_kill_9(
