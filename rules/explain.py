@@ -14,17 +14,14 @@ the trust ceiling of the event's time; nothing here reads a clock or the databas
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from rules.conditions import Condition
 from rules.conditions.base import Threshold, event_time, int_list, state_dict
-from rules.fields import EVENT_FIELDS
-from rules.matchers import compile_field
 from rules.model import Rule, Step, on_value
-from rules.reporting import Problems, dotted
-from rules.yaml_source import LineMap, Path
+from rules.where_failures import describe_failure, failed_matchers, rounded, value_text
 
 PASS: Final = "pass"
 BLOCK: Final = "block"
@@ -82,10 +79,11 @@ def explain_on(rule: Rule, event: Mapping[str, Any]) -> Verdict:
     if not rule.on:
         return Verdict("on", PASS, "no `on`: every event", {})
     if not wrong:
-        shown_on = ", ".join(f"{k}={_text(v)}" for k, v in seen.items())
+        shown_on = ", ".join(f"{k}={value_text(v)}" for k, v in seen.items())
         return Verdict("on", PASS, f"matches ({shown_on})", {"event": seen})
     reasons = "; ".join(
-        f"{key} is {_text(event.get(key))}, the rule wants {' or '.join(map(_text, want))}"
+        f"{key} is {value_text(event.get(key))},"
+        f" the rule wants {' or '.join(map(value_text, want))}"
         for key, want in wrong.items()
     )
     return Verdict(
@@ -107,10 +105,10 @@ def explain_where(rule: Rule, event: Mapping[str, Any], spec: Any) -> Verdict:
         holds = False
     if holds:
         return Verdict("where", PASS, "holds", {})
-    failed = _failures(spec, event, ("where",))
+    failed = failed_matchers(spec, event)
     if not failed:
         return Verdict("where", BLOCK, "does not hold", {"failed": []})
-    text = "; ".join(_describe_failure(f) for f in failed[:3])
+    text = "; ".join(describe_failure(f) for f in failed[:3])
     more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
     return Verdict("where", BLOCK, f"fails: {text}{more}", {"failed": failed})
 
@@ -153,13 +151,15 @@ def _condition_verdict(
     untrusted: bool,
 ) -> Verdict:
     settings = condition_settings(condition)
-    needs = [f"{k} {_text(v)}" for k, v in settings.items() if k in _COMPARISONS]
-    other = [f"{k} {_text(v)}" for k, v in settings.items() if k not in _COMPARISONS and k != "of"]
+    needs = [f"{k} {value_text(v)}" for k, v in settings.items() if k in _COMPARISONS]
+    other = [
+        f"{k} {value_text(v)}" for k, v in settings.items() if k not in _COMPARISONS and k != "of"
+    ]
     of = settings.get("of")
-    seen = "" if of is None else f"event {of} = {_text(event.get(str(of)))}; "
+    seen = "" if of is None else f"event {of} = {value_text(event.get(str(of)))}; "
     summary = (
-        f"{seen}{condition.key} = {_text(_rounded(outcome.value))}"
-        f" (state {_state_text(before)} → {_state_text(outcome.state)});"
+        f"{seen}{condition.key} = {value_text(rounded(outcome.value))}"
+        f" (state {_statevalue_text(before)} → {_statevalue_text(outcome.state)});"
         f" needs {' '.join(needs) or 'to hold'}" + (f" ({', '.join(other)})" if other else "")
     )
     if untrusted:
@@ -203,7 +203,9 @@ def _throttle_verdict(
     if not all_hold:
         return Verdict("throttle", INFO, "not reached: `when` does not hold", values)
     if step.fired:
-        return Verdict("throttle", PASS, f"lets it through (last fired: {_text(last)})", values)
+        return Verdict(
+            "throttle", PASS, f"lets it through (last fired: {value_text(last)})", values
+        )
     if now is None:
         reason = "the event has no usable or trusted timestamp, so it cannot be placed in time"
     elif throttle.cooldown_s is not None and last is not None and now - last < throttle.cooldown_s:
@@ -267,134 +269,17 @@ def compact_state(value: Any) -> Any:
     if isinstance(value, list) and len(value) > SHOWN_LIST_ITEMS:
         return {"entries": len(value), "first": value[0], "last": value[-1]}
     if isinstance(value, float):
-        return _rounded(value)
+        return rounded(value)
     return value
 
 
-# --- where: which matcher failed -----------------------------------------------------
-
-
-def _failures(spec: Any, event: Mapping[str, Any], path: Path) -> list[dict[str, Any]]:
-    """The matchers of ``spec`` that do not hold for ``event`` (all of them, in order)."""
-    if isinstance(spec, list):
-        found: list[dict[str, Any]] = []
-        for i, item in enumerate(spec):
-            found.extend(_failures(item, event, (*path, i)))
-        return found
-    if not isinstance(spec, Mapping):
-        return []
-    found = []
-    for key, value in spec.items():
-        found.extend(_entry_failures(str(key), value, event, (*path, key)))
-    return found
-
-
-def _entry_failures(
-    key: str, value: Any, event: Mapping[str, Any], path: Path
-) -> list[dict[str, Any]]:
-    if key == "all":
-        return _failures(value, event, path) if isinstance(value, list) else []
-    if key == "any":
-        if not isinstance(value, list):
-            return []
-        branches = [_failures(item, event, (*path, i)) for i, item in enumerate(value)]
-        if any(not branch for branch in branches):
-            return []
-        return [
-            {
-                "path": dotted(path),
-                "operator": "any",
-                "message": f"none of its {len(value)} alternatives holds",
-                "alternatives": branches,
-            }
-        ]
-    if key == "not":
-        if _failures(value, event, path):
-            return []
-        return [
-            {
-                "path": dotted(path),
-                "operator": "not",
-                "message": "what it negates holds",
-                "fields": _fields_of(value, event),
-            }
-        ]
-    kind = EVENT_FIELDS.get(key)
-    if kind is None:
-        return []
-    matchers = value if isinstance(value, Mapping) else {"eq": value}
-    failed = []
-    for op, operand in matchers.items():
-        if _holds(key, kind, {op: operand}, event):
-            continue
-        failed.append(
-            {
-                "path": dotted(path if not isinstance(value, Mapping) else (*path, op)),
-                "field": key,
-                "operator": op,
-                "expected": operand,
-                "actual": event.get(key),
-            }
-        )
-    return failed
-
-
-def _holds(field_name: str, kind: str, spec: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-    predicate = compile_field(field_name, kind, spec, Problems("explain", LineMap()), ())
-    try:
-        return predicate is not None and bool(predicate(event))
-    except Exception:
-        return False
-
-
-def _fields_of(spec: Any, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The event's values of the fields ``spec`` names (for a `not` that failed)."""
-    found: dict[str, Any] = {}
-    items = spec if isinstance(spec, list) else [spec]
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        for key, value in item.items():
-            if key in EVENT_FIELDS:
-                found[str(key)] = event.get(str(key))
-            elif key in ("any", "all", "not"):
-                found.update(_fields_of(value, event))
-    return found
-
-
-def _describe_failure(failure: Mapping[str, Any]) -> str:
-    if "field" in failure:
-        return (
-            f"{failure['path']}: {failure['field']} is {_text(failure['actual'])},"
-            f" expected {failure['operator']} {_text(failure['expected'])}"
-        )
-    return f"{failure['path']}: {failure['message']}"
-
-
-def _state_text(state: Any) -> str:
+def _statevalue_text(state: Any) -> str:
     shown = compact_state(state)
     if shown is None or shown == {}:
         return "fresh"
     if isinstance(shown, Mapping):
-        return ", ".join(f"{k} {_text(v)}" for k, v in shown.items())
-    return _text(shown)
-
-
-def _rounded(value: Any) -> Any:
-    return round(value, 6) if isinstance(value, float) else value
-
-
-def _text(value: Any) -> str:
-    """A value as a user reads it: strings quoted, nothing shown as null."""
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    return str(_rounded(value))
+        return ", ".join(f"{k} {value_text(v)}" for k, v in shown.items())
+    return value_text(shown)
 
 
 def explain_grouping(rule: Rule, event: Mapping[str, Any]) -> Verdict | None:
@@ -403,7 +288,7 @@ def explain_grouping(rule: Rule, event: Mapping[str, Any]) -> Verdict | None:
     if spec is None:
         return None
     values = spec.values(event)
-    group = ", ".join(f"{k}={_text(v)}" for k, v in values.items()) or "(one group)"
+    group = ", ".join(f"{k}={value_text(v)}" for k, v in values.items()) or "(one group)"
     return Verdict(
         "digest",
         INFO,

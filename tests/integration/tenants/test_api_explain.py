@@ -56,7 +56,7 @@ def test_an_organization_explains_only_against_its_own_rules(
     mine = body["rules"][0]
     assert mine["fired"] is False and mine["actions"] == []  # B's rows stay B's
     assert mine["source"] is None
-    where = [v for v in mine["verdicts"] if v["step"] == "where"][0]
+    where = next(v for v in mine["verdicts"] if v["step"] == "where")
     assert where["summary"] == "fails: where.score.lt: score is 10, expected lt 5"
 
     refused = api.call("GET", path, a.viewer, params={"rule": "b-only"})
