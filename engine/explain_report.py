@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,8 @@ def format_explanation(explanation: EventExplanation) -> str:
     lines = [
         f"event {event.get('id')} ({event.get('registry')} {event.get('event_type')},"
         f" chain {event.get('chain_id')}, block {event.get('block_number')},"
-        f" timestamp {event.get('timestamp')}, stored {event.get('created_at')})",
+        f" timestamp {event.get('timestamp')}{_utc(event.get('timestamp'))},"
+        f" stored {event.get('created_at')})",
         _evaluated_line(explanation),
     ]
     if not explanation.rules:
@@ -59,7 +61,8 @@ def format_explanation(explanation: EventExplanation) -> str:
 
 def rule_block(rule: RuleExplanation) -> list[str]:
     """One rule's lines: facts first, then the simulated steps."""
-    where = "" if rule.rule.org_id is not None else f" ({rule.rule.source_file})"
+    source = f"{rule.rule.source_file}:{rule.rule.source_line}"
+    where = "" if rule.rule.org_id is not None else f" ({source})"
     lines = [f"rule '{rule.shown_id}'{where}"]
     if rule.actions:
         rows = ", ".join(
@@ -79,6 +82,15 @@ def rule_block(rule: RuleExplanation) -> list[str]:
     lines.extend(f"  {verdict_line(v)}" for v in rule.verdicts)
     lines.append(f"  => {'would fire' if rule.would_fire else 'would not fire'}")
     return lines
+
+
+def _utc(timestamp: Any) -> str:
+    if type(timestamp) is not int:
+        return ""
+    try:
+        return f" = {dt.datetime.fromtimestamp(timestamp, dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def _evaluated_line(explanation: EventExplanation) -> str:
