@@ -197,9 +197,14 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
         events = (progress.tick(e) for e in _events(conn, since, until))
         clock = StoredClock(settings.engine.max_event_future_skew_s, now)
         backtest = Backtest(rules, clock)
-        for firing in backtest.feed(events):
-            if not firing.step.suppressed:
-                _print_firing(firing, environ)
+        if args.explain:
+            from engine.backtest_explain import explain_backtest
+
+            explain_backtest(backtest, events, environ)
+        else:
+            for firing in backtest.feed(events):
+                if not firing.step.suppressed:
+                    print_firing(firing, environ)
         progress.close()
     print(f"\n{total} event(s) from {_when(since)} to {_when(until)}")
     if clock.ahead:
@@ -217,12 +222,15 @@ def _when(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _print_firing(firing: Firing, environ: Mapping[str, str]) -> None:
+def print_firing(firing: Firing, environ: Mapping[str, str], indent: str = "") -> None:
+    """A firing's rule, event and what each of its actions would have done."""
     event = firing.event
     group = f" group {json.dumps(firing.group)}" if firing.group else ""
     print(
-        f"{firing.rule.id}: event {event.get('id')} block {event.get('block_number')}"
+        f"{indent}{firing.rule.id}: event {event.get('id')} block {event.get('block_number')}"
         f" at {_when(int(event.get('timestamp') or 0))}{group}"
     )
     for action in firing.rule.actions:
-        print(f"    -> {summarise_action(action.kind, action.raw, firing.context, environ)}")
+        print(
+            f"{indent}    -> {summarise_action(action.kind, action.raw, firing.context, environ)}"
+        )

@@ -202,6 +202,12 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     return run_backtest(settings_of(args), args)
 
 
+def cmd_rules_explain(args: argparse.Namespace) -> int:
+    from engine.explain_report import run_explain
+
+    return run_explain(settings_of(args), args)
+
+
 def cmd_rules_push(args: argparse.Namespace) -> int:
     from engine.rules_push import push_rules
 
@@ -321,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--since", default="7d")
     backtest.add_argument("--until")
     backtest.add_argument("--rule")
+    backtest.add_argument(
+        "--explain", action="store_true", help="also each event's verdicts, step by step"
+    )
+    explain = rules_sub.add_parser(
+        "explain",
+        help="why each rule did (not) fire on a stored event",
+        description="For every rule whose `on` matches the stored event (or the one --rule "
+        "names): whether the engine evaluated it, the action rows it produced, and each "
+        "step's verdict with the values it saw, from the group's current state. Read-only.",
+    )
+    explain.set_defaults(func=cmd_rules_explain)
+    explain.add_argument("event_id", metavar="EVENT_ID")
+    explain.add_argument("--rule", metavar="ID", help="only this rule (also when `on` differs)")
+    explain.add_argument("--json", action="store_true", help="the explanation as JSON")
     push = rules_sub.add_parser(
         "push",
         help="make an organization's rules (through the API) equal to a directory of rule files",

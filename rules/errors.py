@@ -32,6 +32,8 @@ it (tests/unit/rules/test_exception_tree.py checks), where it is defined in brac
     │                                organizations or keys that cannot be done as asked
     ├── PushError                    (engine.rules_push) a directory's rules cannot be
     │                                pushed: a file's mistakes, or the API refused
+    ├── ExplainError                 (engine.explain) no such stored event, or no such
+    │                                rule to explain it against
     └── ActionError                  (actions.errors) executing an action failed
         ├── RetryableActionError     try again later (retry_after seconds, if known)
         └── PermanentActionError     never retry: dead letter at once

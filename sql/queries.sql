@@ -1058,3 +1058,56 @@ SELECT s.chain_id, coalesce(cp.last_block_number, s.highest_block) AS head,
                     extract(epoch FROM now() - min(held_at))::bigint AS oldest_held_s
                FROM held_events GROUP BY chain_id) h USING (chain_id)
  ORDER BY s.chain_id;
+
+-- Explain (engine.explain): read-only, also run by `engine api` as a tenant -----------
+
+-- name: explain_event
+-- The first row of the id in the cursor's order (an indexer may have written it twice).
+-- The same columns as backtest_events; the cursor position comes last (engine.event_rows).
+SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, registry,
+       event_type, agent_id, "timestamp", owner, token_uri, metadata_key, metadata_value,
+       client_address, feedback_index, score, tag1, tag2, file_uri, file_hash,
+       validator_address, request_hash, response, response_uri, response_hash, tag,
+       created_at, value, value_decimals, endpoint, request_uri,
+       txid::text AS _txid, seq AS _seq
+  FROM events
+ WHERE id = $1
+ ORDER BY txid, seq
+ LIMIT 1;
+
+-- name: explain_cursor
+SELECT (c.txid, c.seq) >= ($2::text::xid8, $3::bigint) AS passed, c.updated_at, c.events
+  FROM engine_cursors c
+ WHERE c.name = $1;
+
+-- name: explain_states
+SELECT s.trigger_id, s.group_key, s.state::text AS state, s.updated_at
+  FROM trigger_state s
+  JOIN unnest($1::text[], $2::text[]) AS k(trigger_id, group_key)
+    ON s.trigger_id = k.trigger_id AND s.group_key = k.group_key;
+
+-- name: explain_action_rows
+-- The rows the event produced: its own, and the digests that list its firing.
+SELECT id, trigger_id, event_id, action_index, action_type, action_name, status,
+       attempts, error_message, created_at, executed_at
+  FROM action_results
+ WHERE trigger_id = ANY($2::text[])
+   AND (event_id = $1
+        OR (left(event_id, 7) = 'digest:'
+            AND EXISTS (SELECT 1
+                          FROM json_array_elements(
+                                 CASE WHEN json_typeof(context -> 'firings') = 'array'
+                                      THEN context -> 'firings' ELSE '[]'::json END) AS f
+                         WHERE f -> 'event' ->> 'id' = $1)))
+ ORDER BY id;
+
+-- name: explain_digest_group
+SELECT extract(epoch FROM g.due_at)::float8 AS due_at,
+       extract(epoch FROM g.last_sent_at)::float8 AS last_sent_at,
+       coalesce(g.digests, 0) AS digests,
+       (SELECT count(*) FROM digest_firings f
+         WHERE f.trigger_id = $1 AND f.group_key = $2) AS pending,
+       (SELECT count(*) FROM digest_firings f
+         WHERE f.trigger_id = $1 AND f.group_key = $2 AND f.event_id = $3) AS held
+  FROM (SELECT 1) AS one
+  LEFT JOIN digest_groups g ON g.trigger_id = $1 AND g.group_key = $2;

@@ -21,6 +21,7 @@ from actions.render_jail import RenderBudget, RenderJail
 from engine.api import (
     routes_actions,
     routes_events,
+    routes_explain,
     routes_follows,
     routes_keys,
     routes_rule_tests,
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
         routes_secrets,
         routes_actions,
         routes_events,
+        routes_explain,
         routes_keys,
     ):
         app.include_router(module.router)
