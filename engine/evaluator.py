@@ -32,6 +32,7 @@ from engine.cursor import Cursor, CursorPosition
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
+from engine.noise_controls import SILENCED, NoiseControls
 from engine.state_store import StateKey, States, load_states, save_states
 from engine.tenant_rules import TenantRules
 from engine.unusual_rows import unusual_rows
@@ -67,6 +68,7 @@ class BatchResult:
     unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
     future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
     quota_exceeded: int = 0  # firings held back by their organization's quota
+    silenced: int = 0  # firings held back by a silence (engine.noise_controls)
     restarts: int = 0  # times the batch started over (evaluated again with the INSERT)
     action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
     # id -> organization, for the rows of action_ids that are an organization's
@@ -90,6 +92,7 @@ class Evaluator:
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
         self.quota = FiringQuota()
+        self.noise = NoiseControls()  # silences and runtime disables
         self._logged: set[tuple[str, str | None, str]] = set()
 
     @property
@@ -125,6 +128,7 @@ class Evaluator:
         """
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
+        await self.noise.refresh_if_due(conn)
         limit = limit or self.batch_size
         copy, restarts = True, 0
         while True:
@@ -170,6 +174,7 @@ class Evaluator:
         copy: bool,
     ) -> None:
         events = events_from_rows(rows)
+        self.noise.silenced.clear()  # a batch evaluated again starts afresh
         result.events = len(events)
         for position, problems in unusual_rows(rows, events):
             result.unusual += 1
@@ -192,6 +197,7 @@ class Evaluator:
                 matches, states, stats, writer, result, now, trusted_until
             )
             written = await writer.finish(pending)
+            await self.noise.record(conn)
         finally:
             await writer.settle()
         held = set(writer.held)
@@ -240,7 +246,10 @@ class Evaluator:
             counter["fired"] += 1
             result.fired += 1
             status = "queued"
-            if rule.org_id is not None and not self.quota.allow(rule.org_id, now):
+            if self.noise.silences and self.noise.silence_of(rule, event, now) is not None:
+                status = SILENCED  # recorded and never sent; counts against no quota
+                result.silenced += 1
+            elif rule.org_id is not None and not self.quota.allow(rule.org_id, now):
                 status = QUOTA_EXCEEDED
                 result.quota_exceeded += 1
                 self._log_quota(rule.org_id, event)
@@ -284,9 +293,12 @@ class Evaluator:
         self, events: list[dict[str, Any]], index: RuleIndex, result: BatchResult
     ) -> list[Match]:
         matches: list[Match] = []
+        disabled = self.noise.disabled  # not evaluated at all: no state, no firing
         for event in events:
             try:
                 for rule in index.matching(event):
+                    if disabled and rule.id in disabled:
+                        continue
                     key = rule.group_key(event) if rule.stateful else ""
                     matches.append((event, rule, key))
             except Exception as exc:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
+from rules.labels import compile_labels
 from rules.model import Rule, canonical_json, document_json
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
@@ -29,6 +30,7 @@ RULE_KEYS: Final = (
     "description",
     "enabled",
     "owner",
+    "labels",
     "on",
     "where",
     "per",
@@ -77,6 +79,7 @@ def compile_rule(
     on = sink.share(("on", _key(on_spec)), lambda: _compile_on(on_spec, sink))
     where = sink.share(("where", _key(where_spec)), lambda: compile_where(where_spec, sink))
     per = _compile_per(expanded.get("per"), sink)
+    labels = compile_labels(expanded.get("labels"), sink)
     per = None if per is None else sink.share(("per", per), lambda: per)
     stateful = "when" in expanded or "throttle" in expanded
     machine = _compile_machine(expanded, sink) if stateful else None
@@ -112,7 +115,7 @@ def compile_rule(
         for a in (expanded_actions if isinstance(expanded_actions, list) else [])
     ]
     tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
-    if sink.count != before or rule_id is None or on is None or per is None:
+    if sink.count != before or rule_id is None or on is None or per is None or labels is None:
         return None
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
     read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
@@ -140,6 +143,7 @@ def compile_rule(
         context_fields=context_fields,
         event_fields=event_fields,
         org_id=org_id,
+        labels=labels,
     )
 
 

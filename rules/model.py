@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rules.fields import fold_hex
+from rules.labels import NO_LABELS
 
 if TYPE_CHECKING:
     from rules.matchers import Predicate
@@ -136,6 +137,8 @@ class Rule:
     event_fields: tuple[str, ...] | None = field(default=None, repr=False)
     # The organization a tenant's rule belongs to; None for the operator's file rules.
     org_id: int | None = None
+    # `labels:` (rules.labels): for templates and silence matchers, never for evaluation.
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"
