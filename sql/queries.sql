@@ -756,3 +756,7 @@ SELECT trigger_id, org_id, disabled_by, comment, disabled_at, until
   FROM rule_disables
  WHERE until IS NULL OR until > now()
  ORDER BY trigger_id;
+
+-- name: api_key_name
+-- Who an API change is recorded as: the key's name (its id when it has none).
+SELECT coalesce(name, '#' || id) FROM api_keys WHERE id = $1;
