@@ -222,6 +222,7 @@ class Evaluator:
         changed: set[StateKey] = set()
         pending = PendingActionRows()
         fired_at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds")
+        silences = self.noise if self.noise.silences else None  # mostly none: no cost
         for n, (event, rule, key) in enumerate(matches):
             if n % YIELD_EVERY == 0 and writer.busy:
                 await asyncio.sleep(0)
@@ -246,7 +247,7 @@ class Evaluator:
             counter["fired"] += 1
             result.fired += 1
             status = "queued"
-            if self.noise.silences and self.noise.silence_of(rule, event, now) is not None:
+            if silences is not None and silences.silence_of(rule, event, now) is not None:
                 status = SILENCED  # recorded and never sent; counts against no quota
                 result.silenced += 1
             elif rule.org_id is not None and not self.quota.allow(rule.org_id, now):

@@ -220,7 +220,7 @@ def build_context(
             "id": rule.id,
             "description": rule.description,
             "owner": rule.owner,
-            "labels": dict(rule.labels),
+            "labels": dict(rule.labels) if rule.labels else {},
         },
         "group": _plain_row(dict(group)),
         "state": _plain_row(dict(template_state)),

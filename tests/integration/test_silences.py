@@ -110,6 +110,13 @@ def test_silenced_firing_is_recorded_not_sent_and_fires_again_once_expired(
             ("7", "silenced", silence_id),
             ("8", "success", None),
         ]
+        # Held back by the evaluator itself: never enqueued, so no worker ever claimed it.
+        assert (
+            query_value(
+                database_url, "SELECT attempts FROM action_results WHERE status = 'silenced'"
+            )
+            == 0
+        )
         # The silenced firing still counted in its group's state.
         assert (
             query_value(
@@ -183,6 +190,11 @@ def test_a_silence_made_while_firings_are_queued_holds_them_back_at_send_time(
         ("7", "silenced", silence_id),
         ("8", "success", None),
     ]
+    # Held back by the worker, at what would have been its first attempt.
+    assert (
+        query_value(database_url, "SELECT attempts FROM action_results WHERE status = 'silenced'")
+        == 1
+    )
 
 
 def test_a_disabled_rule_is_not_evaluated_across_a_restart_until_enabled(
