@@ -494,7 +494,8 @@ DELETE FROM triggers WHERE id = $1 RETURNING id;
 -- spec or context: they hold what the action was rendered from.
 SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
        action_type, action_name, status, attempts, error_message,
-       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at,
+       silence_id
   FROM action_results
  WHERE org_id = $1
    AND ($2::text IS NULL OR trigger_id = $2)
@@ -506,7 +507,8 @@ SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, ac
 -- name: api_action_get
 SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
        action_type, action_name, status, attempts, error_message,
-       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at,
+       silence_id
   FROM action_results
  WHERE id = $1;
 

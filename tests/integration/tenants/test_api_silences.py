@@ -116,3 +116,25 @@ def test_row_level_security_keeps_silences_and_disables_apart(api: Api) -> None:
             )
     assert query_value(api.dsn, "SELECT ends_at > now() FROM silences WHERE id = $1", theirs)
     assert query_value(api.dsn, "SELECT count(*) FROM rule_disables WHERE org_id = $1", b.id) == 1
+
+
+def test_an_action_held_back_names_its_silence(api: Api) -> None:
+    org = api.org()
+    silence_id = api.call("POST", "/v1/silences", org.editor, json=SILENCE).json()["id"]
+    query_value(
+        api.dsn,
+        "INSERT INTO action_results (trigger_id, org_id, event_id, action_index, action_type,"
+        " status, spec, context, silence_id)"
+        " VALUES ($1, $2, 'ev1', 0, 'rest', 'silenced', '{}', '{}', $3) RETURNING id",
+        f"{org.id}/low-feedback",
+        org.id,
+        silence_id,
+    )
+    [row] = api.call("GET", "/v1/actions", org.viewer, params={"status": "silenced"}).json()[
+        "actions"
+    ]
+    assert (row["rule"], row["status"], row["silence_id"]) == (
+        "low-feedback",
+        "silenced",
+        silence_id,
+    )
