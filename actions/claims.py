@@ -36,6 +36,8 @@ class ActionStatus(StrEnum):
     FAILED = "failed"
     # Over its organization's max_firings_per_minute: written, never enqueued.
     QUOTA_EXCEEDED = "quota_exceeded"
+    # Held back by a silence (actions.silence_gate): written, never sent.
+    SILENCED = "silenced"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from actions.netguard import attempt_network
 from actions.redact import SecretValues, attempt_secrets, current_secrets, spec_credentials
 from actions.render_jail import InProcessRenderer, RenderOverBudget
 from actions.rq_internals import take_waiting_actions
+from actions.silence_gate import SilenceGate
 from actions.tenant_credentials import (
     SealedOpener,
     TenantCredentials,
@@ -62,6 +63,8 @@ class JobSettings:
     # How long an RQ job waits for its batch before leaving the slower actions to run on
     # in the background, so that the worker takes its next job.
     batch_wait_s: float = 1.0
+    # How often the active silences are read again (engine.silences_refresh_s).
+    silences_refresh_s: float = 1.0
 
 
 def retry_delay(claimed: ClaimedAction, retry_after: float | None) -> float:
@@ -120,6 +123,7 @@ class JobRunner:
             log.warning("render process not started", extra={"error": repr(exc)})
         self.claims = ActionClaims(settings.dsn, settings.db_backoff)
         self.credentials = TenantCredentials(self.claims.fetch_one, opener)
+        self.silences = SilenceGate(self.claims.fetch_one, settings.silences_refresh_s)
         self._free_slots = threading.Semaphore(settings.concurrency)
         self._in_flight: set[Future[str]] = set()
         self._in_flight_lock = threading.Lock()
@@ -175,6 +179,10 @@ class JobRunner:
         if claimed is None:
             log.info("action already claimed or finished", extra={"action_id": action_id})
             return "skipped"
+        silence_id = await self.silences.silence_of(claimed)
+        if silence_id is not None:
+            await self.silences.hold_back(claimed, silence_id)
+            return ActionStatus.SILENCED.value
         return await self.attempt(claimed)
 
     def max_timeout_s(self, kind: str) -> float:

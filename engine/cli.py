@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from engine import logs
 from engine.config import Settings, load_config
+from engine.noise_commands import add_noise_commands
 from engine.tenants.commands import add_tenant_commands
 from rules.errors import EngineError
 
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the group with this per value (repeat for several per fields)",
     )
     add_tenant_commands(sub, settings_of)
+    add_noise_commands(sub, rules_sub, settings_of)
     bench = add("bench", cmd_bench, "measure the engine beside PostgreSQL's and RQ's own limits")
     bench.add_argument("--rules", type=int, help="rule count of figure 1 (default 1k/10k/100k)")
     bench.add_argument("--events", type=int, help="catch-up backlog (default 20,000)")

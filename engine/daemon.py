@@ -91,6 +91,7 @@ class Daemon:
         self.rulebook = rulebook or RuleBook.for_settings(settings)
         self.tenants = TenantRules(settings.bot_names)
         self.evaluator.quota.default_per_minute = settings.tenants.max_firings_per_minute
+        self.evaluator.noise.refresh_s = tun.silences_refresh_s
         self._next_quota_refresh = 0.0
         self.leader = LeaderLock(
             settings.database_url,

@@ -35,6 +35,7 @@ from engine.digests import DigestBatch
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
+from engine.noise_controls import SILENCED, NoiseControls
 from engine.reorgs import drop_rewritten, process_removals
 from engine.resolves import AlertBatch
 from engine.state_store import StateKey, States, load_states, save_states
@@ -72,6 +73,7 @@ class BatchResult:
     unusual: int = 0  # rows that looked malformed (logged once each, still evaluated)
     future_events: int = 0  # stamped past the trust ceiling (logged once each, evaluated)
     quota_exceeded: int = 0  # firings held back by their organization's quota
+    silenced: int = 0  # firings held back by a silence (engine.noise_controls)
     restarts: int = 0  # times the batch started over (evaluated again with the INSERT)
     rewrites: int = 0  # ids written again after their evaluation: not evaluated (reorgs)
     retractions: int = 0  # evaluated events removed by the indexer (on_retract queued)
@@ -107,6 +109,7 @@ class Evaluator:
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
         self.quota = FiringQuota()
+        self.noise = NoiseControls()  # silences and runtime disables
         self._logged: set[tuple[str, str | None, str]] = set()
 
     @property
@@ -143,6 +146,7 @@ class Evaluator:
         if self.cursor.position is None:  # outside the batch: a rollback must not undo it
             await self.cursor.load(conn)
             self.confirmations.forget()
+        await self.noise.refresh_if_due(conn)
         limit = limit or self.batch_size
         copy, restarts = True, 0
         while True:
@@ -215,6 +219,7 @@ class Evaluator:
         start: CursorPosition,
     ) -> None:
         events = events_from_rows(rows)
+        self.noise.silenced.clear()  # a batch evaluated again starts afresh
         result.events = len(events)
         # The released held events come first (engine.confirmations).
         rows, events, result.rewrites = await drop_rewritten(
@@ -247,6 +252,7 @@ class Evaluator:
                 matches, states, stats, writer, result, now, trusted_until, (digests, alerts)
             )
             written = await writer.finish(pending)
+            await self.noise.record(conn)
         finally:
             await writer.settle()
         await digests.save(conn)
@@ -274,6 +280,7 @@ class Evaluator:
         changed: set[StateKey] = set()
         pending = PendingActionRows()
         fired_at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds")
+        silences = self.noise if self.noise.silences else None  # mostly none: no cost
         for n, (event, rule, key) in enumerate(matches):
             if n % YIELD_EVERY == 0 and writer.busy:
                 await asyncio.sleep(0)
@@ -298,14 +305,14 @@ class Evaluator:
                 continue
             counter["fired"] += 1
             result.fired += 1
-            if rule.grouping is not None:  # kept for its group's digest (engine.digests)
+            if silences is not None and silences.silence_of(rule, event, now) is not None:
+                status = SILENCED  # recorded and never sent (nor digested); no quota
+                result.silenced += 1
+            elif rule.grouping is not None:  # kept for its group's digest (engine.digests)
                 noise[0].add(rule, event, step, fired_at, now)
                 continue
-            status = "queued"
-            if rule.org_id is not None and not self.quota.allow(rule.org_id, now):
-                status = QUOTA_EXCEEDED
-                result.quota_exceeded += 1
-                self._log_quota(rule.org_id, event)
+            else:
+                status = self._quota_status(rule, event, now, result)
             try:
                 context_json = self._context_json(rule, event, step, fired_at)
             except Exception as exc:
@@ -319,6 +326,16 @@ class Evaluator:
                 await writer.start(pending)
                 pending = PendingActionRows(pending.shared)
         return changed, pending
+
+    def _quota_status(
+        self, rule: Rule, event: Mapping[str, Any], now: float, result: BatchResult
+    ) -> str:
+        """A firing's status: queued, or held back by its organization's quota."""
+        if rule.org_id is None or self.quota.allow(rule.org_id, now):
+            return "queued"
+        result.quota_exceeded += 1
+        self._log_quota(rule.org_id, event)
+        return QUOTA_EXCEEDED
 
     def _note_future_events(
         self, events: list[dict[str, Any]], trusted_until: int, result: BatchResult
@@ -346,9 +363,12 @@ class Evaluator:
         self, events: list[dict[str, Any]], index: RuleIndex, result: BatchResult
     ) -> list[Match]:
         matches: list[Match] = []
+        disabled = self.noise.disabled  # not evaluated at all: no state, no firing
         for event in events:
             try:
                 for rule in index.matching(event):
+                    if disabled and rule.id in disabled:
+                        continue
                     key = rule.group_key(event) if rule.stateful else ""
                     matches.append((event, rule, key))
             except Exception as exc:

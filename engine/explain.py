@@ -13,8 +13,8 @@ operator's CLI (every rule) and the tenants' API (one organization's rules, read
 organization under row-level security).
 
 The steps of one rule, in the engine's order, are a list of functions (``PRE_CHECKS``,
-the pure steps, ``POST_CHECKS``); each returns its verdicts.  Checks that need more of the
-database (a matching silence, a runtime disable) are added to those lists.
+the pure steps, ``POST_CHECKS``); each returns its verdicts.  The checks of runtime
+switches (a disable, a silence) are in engine.explain_controls.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import asyncpg
 
 from engine.backtest import StoredClock
 from engine.event_rows import events_from_rows
+from engine.explain_controls import runtime_disable_check, silence_check
 from engine.tenant_rules import StoredRule, compile_stored
 from rules import Rule
 from rules.errors import EngineError
@@ -147,8 +148,9 @@ async def digest_check(conn: asyncpg.Connection, case: RuleCase) -> list[Verdict
 
 #: Checks before the pure steps, and after them (silences come before the digest: a
 #: silenced firing is recorded, not collected).
-PRE_CHECKS: list[Check] = [disabled_check]
-POST_CHECKS: list[Check] = [digest_check]
+PRE_CHECKS: list[Check] = [disabled_check, runtime_disable_check]
+# A silenced firing is recorded as such, not collected into a digest: silence first.
+POST_CHECKS: list[Check] = [silence_check, digest_check]
 
 
 async def load_event(conn: asyncpg.Connection, event_id: str) -> tuple[dict[str, Any], str, int]:

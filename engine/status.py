@@ -19,6 +19,7 @@ import sql
 from actions.claims import ActionStatus
 from actions.flood import blocked_chats, bot_key
 from engine.config import Settings
+from engine.silences import format_disables, format_silences, list_disables, list_silences
 
 ACTION_STATUSES = tuple(status.value for status in ActionStatus)
 RATE_WINDOW_S = 60
@@ -91,6 +92,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "next_due_in_seconds": None if pending[2] is None else max(0.0, round(pending[2], 1)),
             "open_alerts": pending[3],
         }
+        status["silences"] = list_silences(conn, include_expired=False)
+        status["disabled_rules"] = list_disables(conn)
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
@@ -277,6 +280,12 @@ def format_status(status: dict[str, Any]) -> str:
         )
 
     lines += _format_chains(status.get("chains") or [])
+    if status.get("silences"):
+        lines.append("silences (`engine silence list`; firings they match are recorded, not sent)")
+        lines += format_silences(status["silences"])
+    if status.get("disabled_rules"):
+        lines.append("rules disabled at runtime (`engine rules enable ID`)")
+        lines += format_disables(status["disabled_rules"])
 
     actions = status["actions"]
     lines.append("actions")

@@ -34,6 +34,9 @@ class EngineTunables:
     # An event stamped further ahead of the evaluator's clock is evaluated but advances no
     # time-based state (rules.stateful): one bad timestamp must not silence a rule.
     max_event_future_skew_s: int = 300
+    # How often `engine run` and `engine worker` re-read the silences and runtime disables:
+    # one a process has not read yet is applied this long after it is made, at most.
+    silences_refresh_s: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ def build_runner(settings: Settings) -> JobRunner:
         environ=settings.rules_environ(),
         max_timeouts_s=tun.max_action_timeouts_s,
         batch_wait_s=tun.batch_wait_s,
+        silences_refresh_s=settings.engine.silences_refresh_s,
     )
     opener = BoxOpener(SecretsBox(settings.secrets_key))
     # Templates render in a child process with hard limits, never in the worker itself.

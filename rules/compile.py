@@ -15,6 +15,7 @@ from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
 from rules.grouping import DIGEST_CONTEXT, compile_grouping
+from rules.labels import compile_labels
 from rules.model import Rule, canonical_json, document_json
 from rules.on_retract import compile_on_retract, retract_actions_of
 from rules.reporting import Problems, shown
@@ -31,6 +32,7 @@ RULE_KEYS: Final = (
     "description",
     "enabled",
     "owner",
+    "labels",
     "on",
     "where",
     "per",
@@ -82,6 +84,7 @@ def compile_rule(
     on = sink.share(("on", _key(on_spec)), lambda: _compile_on(on_spec, sink))
     where = sink.share(("where", _key(where_spec)), lambda: compile_where(where_spec, sink))
     per = _compile_per(expanded.get("per"), sink)
+    labels = compile_labels(expanded.get("labels"), sink)
     per = None if per is None else sink.share(("per", per), lambda: per)
     stateful = "when" in expanded or "throttle" in expanded
     machine = _compile_machine(expanded, sink) if stateful else None
@@ -140,7 +143,7 @@ def compile_rule(
         for a in (expanded_actions if isinstance(expanded_actions, list) else [])
     ]
     tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
-    if sink.count != before or rule_id is None or on is None or per is None:
+    if sink.count != before or rule_id is None or on is None or per is None or labels is None:
         return None
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
     read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
@@ -171,6 +174,7 @@ def compile_rule(
         grouping=grouping,
         resolve=resolve,
         on_retract=on_retract,
+        labels=labels,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rules.fields import fold_hex
+from rules.labels import NO_LABELS
 
 if TYPE_CHECKING:
     from rules.grouping import GroupSpec, ResolveSpec
@@ -143,6 +144,8 @@ class Rule:
     # What to send when an event this rule fired on is removed by a reorg (on_retract);
     # their ``index`` is negative (-1 for the first), apart from the firing's own actions.
     on_retract: tuple[ActionSpec, ...] = ()
+    # `labels:` (rules.labels): for templates and silence matchers, never for evaluation.
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"

@@ -3,7 +3,7 @@
 Everything knowable before an event arrives is checked here, so `engine check` reports it:
 a template may use only `event`, `rule`, `group`, `state`, `fired_at` and names it binds
 itself (loop variables, `set`); `event.X` must be an event column, `group.X` a `per`
-field, `state.X` one of the rule's conditions, `rule.X` one of id, description, owner.
+field, `state.X` one of the rule's conditions, `rule.X` one of id, description, owner, labels.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rules.templates import (
 )
 from rules.yaml_source import Path
 
-RULE_ATTRIBUTES: Final = ("id", "description", "owner")
+RULE_ATTRIBUTES: Final = ("id", "description", "owner", "labels")
 
 
 def check_templates(

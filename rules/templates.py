@@ -216,7 +216,12 @@ def build_context(
         row = {name: get(name) for name in fields}
     return {
         "event": _plain_row(row),
-        "rule": {"id": rule.id, "description": rule.description, "owner": rule.owner},
+        "rule": {
+            "id": rule.id,
+            "description": rule.description,
+            "owner": rule.owner,
+            "labels": dict(rule.labels) if rule.labels else {},
+        },
         "group": _plain_row(dict(group)),
         "state": _plain_row(dict(template_state)),
         "fired_at": fired_at,

@@ -552,7 +552,8 @@ DELETE FROM triggers WHERE id = $1 RETURNING id;
 -- spec or context: they hold what the action was rendered from.
 SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
        action_type, action_name, status, attempts, error_message,
-       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at,
+       silence_id
   FROM action_results
  WHERE org_id = $1
    AND ($2::text IS NULL OR trigger_id = $2)
@@ -564,7 +565,8 @@ SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, ac
 -- name: api_action_get
 SELECT id, substr(trigger_id, strpos(trigger_id, '/') + 1) AS rule, event_id, action_index,
        action_type, action_name, status, attempts, error_message,
-       response_data::text AS response_data, created_at, executed_at, next_attempt_at
+       response_data::text AS response_data, created_at, executed_at, next_attempt_at,
+       silence_id
   FROM action_results
  WHERE id = $1;
 
@@ -1111,3 +1113,96 @@ SELECT extract(epoch FROM g.due_at)::float8 AS due_at,
          WHERE f.trigger_id = $1 AND f.group_key = $2 AND f.event_id = $3) AS held
   FROM (SELECT 1) AS one
   LEFT JOIN digest_groups g ON g.trigger_id = $1 AND g.group_key = $2;
+
+-- Silences and runtime disables (sql/008): engine/noise_controls.py, engine/silences.py,
+-- actions/silence_gate.py, engine/api/routes_silences.py.
+
+-- name: noise_controls_active
+-- Every active silence and every rule disabled now, as JSON text, in one round trip: what
+-- each `engine run` and `engine worker` reads about once a second.  Times in epoch seconds.
+SELECT (SELECT coalesce(json_agg(json_build_object(
+                   'id', id, 'org_id', org_id, 'rule_glob', rule_glob, 'matchers', matchers,
+                   'starts_at', extract(epoch FROM starts_at),
+                   'ends_at', extract(epoch FROM ends_at)) ORDER BY id), '[]')::text
+          FROM silences WHERE ends_at > now()) AS silences,
+       (SELECT coalesce(json_agg(trigger_id ORDER BY trigger_id), '[]')::text
+          FROM rule_disables WHERE until IS NULL OR until > now()) AS disabled;
+
+-- name: record_silenced_firings
+-- The silence of each silenced firing of a batch, in the batch's transaction ($1 rule ids,
+-- $2 event ids, $3 silence ids).
+UPDATE action_results a SET silence_id = s.silence_id
+  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS s (trigger_id, event_id, silence_id)
+ WHERE a.trigger_id = s.trigger_id AND a.event_id = s.event_id AND a.status = 'silenced';
+
+-- name: silence_claimed_action
+-- A worker found a silence matching a row it claimed: the row ends silenced, unsent.
+-- Fenced by the attempt number like finish_action.
+UPDATE action_results
+   SET status = 'silenced', silence_id = $3, lease_expires_at = NULL, next_attempt_at = NULL
+ WHERE id = $1 AND attempts = $2 AND status = 'running'
+RETURNING id;
+
+-- name: silence_add
+-- $5 the end; NULL: now plus $6 seconds.
+INSERT INTO silences (org_id, rule_glob, matchers, created_by, comment, ends_at)
+VALUES ($1, $2, $3::text::jsonb, $4, $7, coalesce($5, now() + make_interval(secs => $6)))
+RETURNING id, org_id, rule_glob, matchers::text AS matchers, starts_at, ends_at, created_by,
+          comment, expired_by, created_at, ends_at > now() AS active;
+
+-- name: silences_list
+-- $1 true: expired ones too.  Row-level security narrows it to one organization in the API.
+SELECT id, org_id, rule_glob, matchers::text AS matchers, starts_at, ends_at, created_by,
+       comment, expired_by, created_at, ends_at > now() AS active
+  FROM silences
+ WHERE $1 OR ends_at > now()
+ ORDER BY id;
+
+-- name: silence_expire
+-- Ends the silence now (already ended: unchanged); no row when there is no such silence.
+WITH old AS (SELECT id, ends_at FROM silences WHERE id = $1 FOR UPDATE)
+UPDATE silences s
+   SET ends_at = least(s.ends_at, now()), starts_at = least(s.starts_at, now()),
+       expired_by = CASE WHEN old.ends_at > now() THEN $2 ELSE s.expired_by END
+  FROM old
+ WHERE s.id = old.id
+RETURNING s.id, old.ends_at > now() AS was_active;
+
+-- name: rule_of_id
+-- The rule a runtime disable names, when it is loaded ($1 the engine-wide id).
+SELECT id, org_id, rule_id FROM triggers WHERE id = $1;
+
+-- name: rule_disable
+-- $5 seconds until it enables itself; NULL: until `engine rules enable`.
+INSERT INTO rule_disables AS d (trigger_id, org_id, disabled_by, comment, until)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+ON CONFLICT (trigger_id) DO UPDATE
+   SET disabled_by = EXCLUDED.disabled_by, comment = EXCLUDED.comment,
+       disabled_at = now(), until = EXCLUDED.until
+RETURNING d.trigger_id, d.org_id, d.disabled_by, d.comment, d.disabled_at, d.until;
+
+-- name: rule_enable
+DELETE FROM rule_disables WHERE trigger_id = $1 RETURNING trigger_id;
+
+-- name: rule_disables_list
+-- The disables in force (row-level security narrows it to one organization in the API).
+SELECT trigger_id, org_id, disabled_by, comment, disabled_at, until
+  FROM rule_disables
+ WHERE until IS NULL OR until > now()
+ ORDER BY trigger_id;
+
+-- name: api_key_name
+-- Who an API change is recorded as: the key's name (its id when it has none).
+SELECT coalesce(name, '#' || id) FROM api_keys WHERE id = $1;
+
+-- Explain's view of the noise controls (engine.explain_controls) -------------------------
+
+-- name: explain_rule_disable
+-- The runtime disable of rule $1 in force now, if any.
+SELECT disabled_by, comment, disabled_at, until FROM rule_disables
+ WHERE trigger_id = $1 AND (until IS NULL OR until > now());
+
+-- name: explain_silence
+-- Silence $1, as `engine silence list` shows it.
+SELECT id, rule_glob, matchers::text AS matchers, ends_at, created_by, comment
+  FROM silences WHERE id = $1;

@@ -27,6 +27,7 @@ from engine.api import (
     routes_rule_tests,
     routes_rules,
     routes_secrets,
+    routes_silences,
 )
 from engine.api.db import open_pool
 from engine.api.errors import install_error_handlers, problem_response
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
         routes_events,
         routes_explain,
         routes_keys,
+        routes_silences,
     ):
         app.include_router(module.router)
 

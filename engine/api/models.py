@@ -60,6 +60,9 @@ class ActionRow(BaseModel):
     created_at: datetime
     executed_at: datetime | None
     next_attempt_at: datetime | None
+    silence_id: int | None = Field(
+        default=None, description="the silence that held it back (status `silenced`)"
+    )
 
 
 class ActionPage(BaseModel):

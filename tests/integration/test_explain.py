@@ -290,3 +290,31 @@ rules:
     other = out.split(f"event {scene.ids['low']}", 1)[1].split("\nevent ")[0]
     assert "✗ where: fails: where.agent_id: agent_id is 2, expected eq 7" in other
     assert "ema-drop: 1 firing(s), 1 suppressed" in out
+
+
+def test_runtime_disable_and_silence_are_steps_too(scene: Scene) -> None:
+    added = run_engine(
+        scene.config, "silence", "add", "--rule", "low-*", "--for", "1h", "--comment", "upgrade"
+    )
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.strip().splitlines()[-1]
+    disabled = run_engine(scene.config, "rules", "disable", "ema-drop", "--comment", "noisy")
+    assert disabled.returncode == 0, disabled.stderr
+    try:
+        low = _rule(scene.explain_json(scene.ids["low"]), "low-score")
+        silence = _verdict(low, "silence")
+        assert silence["outcome"] == "block"
+        assert silence["values"]["silence_id"] == int(silence_id)
+        assert silence["values"]["comment"] == "upgrade"
+        assert low["would_fire_now"] is False and low["fired"] is True  # it did, before
+        ema = _rule(scene.explain_json(scene.ids["high"]), "ema-drop")
+        off = _verdict(ema, "disabled")
+        assert off["outcome"] == "block" and off["values"]["comment"] == "noisy"
+        assert off["values"]["until"] is None
+        text = scene.explain(scene.ids["high"], "--rule", "ema-drop").stdout
+        assert "disabled at runtime by user:" in text and "until enabled again (noisy)" in text
+    finally:
+        run_engine(scene.config, "silence", "expire", silence_id)
+        run_engine(scene.config, "rules", "enable", "ema-drop")
+    after = _rule(scene.explain_json(scene.ids["low"]), "low-score")
+    assert [v["step"] for v in after["verdicts"]] == ["on", "where"]

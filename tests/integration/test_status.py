@@ -110,8 +110,10 @@ def test_status_json_and_table_agree_on_a_known_situation(
         "success": 1,
         "failed": 1,
         "quota_exceeded": 0,
+        "silenced": 0,
         "oldest_queued_seconds": status["actions"]["oldest_queued_seconds"],
     }
+    assert (status["silences"], status["disabled_rules"]) == ([], [])
     assert status["rules"]["loaded"] == 2
     assert status["rules"]["enabled"] == 1
     [error] = status["rules"]["file_errors"]
@@ -135,7 +137,7 @@ def test_status_json_and_table_agree_on_a_known_situation(
     feedback_row = next(line for line in lines if line.strip().startswith("any-feedback"))
     assert feedback_row.split() == ["any-feedback", "10", "4", "6", "0"]
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["queued", "running"])
-    assert lines[header + 1].split() == ["2", "0", "1", "1", "1", "0"]
+    assert lines[header + 1].split() == ["2", "0", "1", "1", "1", "0", "0"]
     assert "engine actions failed" in text  # what to do about the dead letter
     assert "queue engine-actions: 0 waiting" in text
     assert "1 worker(s)" in text

@@ -55,7 +55,7 @@ def test_context_converts_what_is_not_plain_json():
 
 def test_context_is_json_and_complete(context):
     json.dumps(context)
-    assert context["rule"] == {"id": "r", "description": "d", "owner": None}
+    assert context["rule"] == {"id": "r", "description": "d", "owner": None, "labels": {}}
     assert context["group"] == {"agent_id": 42}
     assert context["state"] == {"ema": 55.0}
     assert context["event"]["tag2"] is None  # every column is present
