@@ -11,6 +11,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+from rules.absence import compile_absence, is_absence_rule
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
@@ -78,7 +79,9 @@ def compile_rule(
     where = sink.share(("where", _key(where_spec)), lambda: compile_where(where_spec, sink))
     per = _compile_per(expanded.get("per"), sink)
     per = None if per is None else sink.share(("per", per), lambda: per)
-    stateful = "when" in expanded or "throttle" in expanded
+    timed = is_absence_rule(expanded)
+    absence = compile_absence(expanded, per, sink) if timed else None
+    stateful = not timed and ("when" in expanded or "throttle" in expanded)
     machine = _compile_machine(expanded, sink) if stateful else None
     raw_actions, expanded_actions = raw.get("actions"), expanded.get("actions")
     # Nothing expanded (no ${VAR} in the rule): one copy names both.
@@ -98,12 +101,12 @@ def compile_rule(
         state_keys = tuple(c.key for c in machine.conditions) if machine is not None else ()
 
         def check() -> bool:
-            check_templates(expanded_actions, per or (), state_keys, sink)
+            check_templates(expanded_actions, per or (), state_keys, sink, absent=timed)
             return True
 
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
-        sink.share(("templates checked", actions_key, per, state_keys), check)
+        sink.share(("templates checked", actions_key, per, state_keys, timed), check)
         context_fields = sink.share(
             ("context_fields", actions_key), lambda: context_event_fields(expanded_actions)
         )
@@ -113,6 +116,8 @@ def compile_rule(
     ]
     tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
     if sink.count != before or rule_id is None or on is None or per is None:
+        return None
+    if timed and absence is None:
         return None
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
     read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
@@ -140,6 +145,7 @@ def compile_rule(
         context_fields=context_fields,
         event_fields=event_fields,
         org_id=org_id,
+        absence=absence,
     )
 
 

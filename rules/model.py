@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rules.fields import fold_hex
 
 if TYPE_CHECKING:
+    from rules.absence import Absence
     from rules.matchers import Predicate
     from rules.stateful import StateMachine
 
@@ -58,11 +59,20 @@ class RenderExpectation:
 
 
 @dataclass(frozen=True)
+class Advance:
+    """An `{advance: DURATION}` step of a rule test: the clock moves on without an event."""
+
+    seconds: int
+    now: int  # the test's time after it: the last event's timestamp plus the advances
+
+
+@dataclass(frozen=True)
 class RuleTest:
-    """One `tests:` item, with events already completed (defaults and timestamps)."""
+    """One `tests:` item, with events already completed (defaults and timestamps); its
+    steps are events and Advance steps, in the order written."""
 
     name: str
-    events: tuple[Mapping[str, Any], ...]
+    events: tuple[Mapping[str, Any] | Advance, ...]
     fires: tuple[int, ...]
     renders: tuple[RenderExpectation, ...]
     line: int
@@ -136,6 +146,8 @@ class Rule:
     event_fields: tuple[str, ...] | None = field(default=None, repr=False)
     # The organization a tenant's rule belongs to; None for the operator's file rules.
     org_id: int | None = None
+    # `when: {absent: …}`: fires on time passing (rules.absence), never on an event.
+    absence: Absence | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"
@@ -175,12 +187,13 @@ class Rule:
     ) -> Step:
         """Apply `when` then `throttle` for one matching event; pure, never mutates ``state``.
 
-        A stateless rule always fires.  ``state`` None means a fresh group.  An event whose
+        A stateless rule always fires; an absence rule never does (time fires it).
+        ``state`` None means a fresh group.  An event whose
         `timestamp` is later than ``trusted_until`` (the caller's clock plus its allowed
         skew; None trusts every time) advances no time-based state (rules.stateful).
         """
         if self.machine is None:
-            return Step(fired=True, suppressed=False, state=None, template_state={})
+            return Step(fired=self.absence is None, suppressed=False, state=None, template_state={})
         return self.machine.step(event, state, trusted_until)
 
 

@@ -1,9 +1,10 @@
 """Load-time checks of an action's templates: syntax, unknown filters, unknown names.
 
 Everything knowable before an event arrives is checked here, so `engine check` reports it:
-a template may use only `event`, `rule`, `group`, `state`, `fired_at` and names it binds
-itself (loop variables, `set`); `event.X` must be an event column, `group.X` a `per`
-field, `state.X` one of the rule's conditions, `rule.X` one of id, description, owner.
+a template may use only `event`, `rule`, `group`, `state`, `fired_at`, `absent` and names
+it binds itself (loop variables, `set`); `event.X` must be an event column, `group.X` a
+`per` field, `state.X` one of the rule's conditions, `rule.X` one of id, description,
+owner, `absent.X` one of for, last_seen_at (absence rules only).
 """
 
 from __future__ import annotations
@@ -26,17 +27,26 @@ from rules.templates import (
 from rules.yaml_source import Path
 
 RULE_ATTRIBUTES: Final = ("id", "description", "owner")
+#: What an absence rule's `absent` holds (rules.absence.absence_context).
+ABSENT_ATTRIBUTES: Final = ("for", "last_seen_at")
 
 
 def check_templates(
-    actions: Sequence[Any], per: Sequence[str], state_keys: Sequence[str], sink: Problems
+    actions: Sequence[Any],
+    per: Sequence[str],
+    state_keys: Sequence[str],
+    sink: Problems,
+    *,
+    absent: bool = False,
 ) -> None:
-    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list)."""
+    """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list);
+    ``absent``: the rule is an absence rule, whose context has `absent` (rules.absence)."""
     known = {
         "event": tuple(EVENT_FIELDS),
         "rule": RULE_ATTRIBUTES,
         "group": tuple(per),
         "state": tuple(state_keys),
+        "absent": ABSENT_ATTRIBUTES if absent else (),
     }
     for index, action in enumerate(actions):
         if not isinstance(action, Mapping):

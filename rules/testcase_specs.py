@@ -2,7 +2,10 @@
 
 Missing `chain_id`, `registry`, `event_type` default to the rule's first `on` values; a
 missing `timestamp` is one second after the previous event (the first is TEST_START_S);
-`"+N"` is N seconds after the previous event.
+`"+N"` is N seconds after the previous event.  An `{advance: DURATION}` step moves the
+clock on without an event (rules.time_driven): the next event without a timestamp is one
+second after the advanced clock.  A test that begins with an advance starts at
+TEST_START_S.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from rules.fields import EVENT_FIELDS, suggest
-from rules.model import RenderExpectation, RuleTest
+from rules.durations import DurationError, parse_duration
+from rules.model import Advance, RenderExpectation, RuleTest
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys, mapping_at
 from rules.yaml_source import Path
@@ -97,18 +101,26 @@ def _compile_test(
 
 def _events(
     spec: Any, defaults: dict[str, Any], sink: Problems, path: Path
-) -> list[dict[str, Any]] | None:
+) -> list[dict[str, Any] | Advance] | None:
     if not isinstance(spec, list):
         sink.at(path, f"must be a list of event rows (got {shown(spec)})")
         return None
     if len(spec) > MAX_TEST_EVENTS:
         sink.at(path, f"has more than {MAX_TEST_EVENTS} events")
         return None
-    events: list[dict[str, Any]] = []
+    events: list[dict[str, Any] | Advance] = []
     clock = TEST_START_S - 1
     for i, row in enumerate(spec):
-        row = mapping_at(row, sink, (*path, i), "a mapping of event fields")
+        row = mapping_at(row, sink, (*path, i), "a mapping of event fields or {advance: 2h}")
         if row is None:
+            continue
+        if "advance" in row:
+            if not events:
+                clock = TEST_START_S
+            step = _advance(row, clock, sink, (*path, i))
+            if step is not None:
+                clock = step.now
+                events.append(step)
             continue
         for key in row:
             if key not in EVENT_FIELDS:
@@ -131,6 +143,19 @@ def _events(
         event["timestamp"] = clock
         events.append(event)
     return events
+
+
+def _advance(row: Mapping[str, Any], clock: int, sink: Problems, path: Path) -> Advance | None:
+    if len(row) != 1:
+        others = ", ".join(str(k) for k in row if k != "advance")
+        sink.at(path, f"an advance step has no event fields (got {others}); put them in the next item")
+        return None
+    try:
+        seconds = parse_duration(row["advance"])
+    except DurationError as exc:
+        sink.at((*path, "advance"), str(exc))
+        return None
+    return Advance(seconds, clock + seconds)
 
 
 def _renders(

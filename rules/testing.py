@@ -3,6 +3,10 @@
 Each test evaluates its events against a fresh state of its own rule alone, compares the
 indexes of the events that fired with `fires`, and checks `renders` expectations against
 the rendered actions of the n-th firing (``${VAR}`` expanded from ``environ``).
+
+`{advance: DURATION}` steps move the test's clock without an event; what fires on time
+passing is run by the TimeDriven hooks of ``TIME_DRIVEN`` (rules.time_driven says when
+each is called).  A firing on an advance counts at that step's index.
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules.absence import AbsenceSteps
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
-from rules.evaluate import Firing, evaluate_stream
+from rules.evaluate import evaluate_stream
 from rules.index import RuleIndex
-from rules.model import RenderExpectation, Rule, RuleTest
+from rules.model import Advance, RenderExpectation, Rule, RuleTest
 from rules.templates import render_action
+from rules.time_driven import TestStates, TimeDriven
+
+#: The features driven by time passing, run at a test's start, after each event and at
+#: each advance (rules.time_driven).
+TIME_DRIVEN: tuple[TimeDriven, ...] = (AbsenceSteps(),)
 
 
 @dataclass
@@ -46,11 +56,12 @@ def run_rule_tests(
 
 
 def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> RuleTestResult:
-    """Evaluate one test's events against ``rule`` alone, from fresh state."""
-    index = RuleIndex([_enabled(rule)])
-    firings = [f for f in evaluate_stream(index, test.events, {}) if f.step.fired]
-    actual = [f.event_index for f in firings]
-    messages = [m for r in test.renders for m in _check_render(rule, r, firings, environ)]
+    """Evaluate one test's steps against ``rule`` alone, from fresh state."""
+    firings = run_test_steps(_enabled(rule), test.events)
+    # An advance can fire several groups at one step: its index is listed once.
+    actual = sorted({position for position, _ in firings})
+    contexts = [context for _, context in firings]
+    messages = [m for r in test.renders for m in _check_render(rule, r, contexts, environ)]
     return RuleTestResult(
         rule_id=rule.id,
         name=test.name,
@@ -63,6 +74,32 @@ def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> Rul
     )
 
 
+def run_test_steps(
+    rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]
+) -> list[tuple[int, dict[str, Any]]]:
+    """(step index, template context) of each firing of ``rule`` (enabled) over ``steps``."""
+    index = RuleIndex([rule])
+    states: TestStates = {}
+    fired: list[tuple[int, dict[str, Any]]] = []
+    if steps:
+        first = steps[0]
+        start = first.now - first.seconds if isinstance(first, Advance) else first["timestamp"]
+        for hook in TIME_DRIVEN:
+            hook.on_start(rule, states, start)
+    for position, step in enumerate(steps):
+        if isinstance(step, Advance):
+            for hook in TIME_DRIVEN:
+                fired += [(position, f.context) for f in hook.on_advance(rule, states, step.now)]
+            continue
+        for firing in evaluate_stream(index, (step,), states):
+            if firing.step.fired:
+                fired.append((position, firing.context))
+        if index.matching(step):
+            for hook in TIME_DRIVEN:
+                hook.on_event(rule, step, states, step["timestamp"])
+    return fired
+
+
 def _enabled(rule: Rule) -> Rule:
     if rule.enabled:
         return rule
@@ -72,7 +109,10 @@ def _enabled(rule: Rule) -> Rule:
 
 
 def _check_render(
-    rule: Rule, expect: RenderExpectation, firings: list[Firing], environ: Mapping[str, str]
+    rule: Rule,
+    expect: RenderExpectation,
+    firings: list[dict[str, Any]],
+    environ: Mapping[str, str],
 ) -> list[str]:
     where = f"renders: firing {expect.firing}, action {expect.action}"
     if expect.firing >= len(firings):
@@ -84,7 +124,7 @@ def _check_render(
     # on secrets being set, and the loader has already reported unset ones.
     spec = expand_env(action.raw, environ, on_error=_leave_as_written)
     try:
-        rendered = render_action(action.kind, spec, firings[expect.firing].context)
+        rendered = render_action(action.kind, spec, firings[expect.firing])
     except TemplateRenderError as exc:
         return [f"{where}: {exc}"]
     text = rendered_text(action.kind, rendered)
