@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import redis
 
+from engine.absence import AbsenceTicker
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
 from engine.dispatcher import Dispatcher, sweep_actions
@@ -57,6 +58,7 @@ class DaemonStats:
     future_events: int = 0  # stamped too far ahead: evaluated, no time-based state advanced
     skipped: int = 0  # rows whose evaluation could not be recorded
     quota_exceeded: int = 0  # firings held back by their organization's quota
+    absence_fired: int = 0  # absence groups fired by ticks (engine.absence)
     batches: int = 0
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     enqueue_failures: int = 0
@@ -87,6 +89,9 @@ class Daemon:
         )
         self.stats = DaemonStats()
         self.maintenance = Maintenance(settings.retention)  # retention and statistics
+        self.absence = AbsenceTicker(
+            tick_rows=tun.absence_tick_rows, tick_interval_s=tun.absence_tick_interval_s
+        )
         self.stopping = asyncio.Event()
         self.rules_staged = asyncio.Event()  # a compiled reload waits for a batch boundary
         self._staged: RuleSwap | None = None
@@ -165,6 +170,7 @@ class Daemon:
                 self.rules_staged.clear()
                 self.tenants.published.clear()
                 await self._drain()
+                await self._tick_absences()
                 await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
                 delay = tun.reconnect_min_s
@@ -215,6 +221,7 @@ class Daemon:
         if held and not was:
             log.info("leader: evaluating", extra={"cursor": self.settings.engine.cursor_name})
             self.evaluator.position = None  # re-read: the previous leader may have moved it
+            self.absence.forget()
             # No rules to evaluate yet: wait for the compile (off the loop: /healthz answers).
             await self._compile_rules(only_if_changed=False)
             await self._take_all_rules()
@@ -337,6 +344,22 @@ class Daemon:
             if result.events < self.evaluator.batch_size and not isolating:
                 return
             await self._sweep_if_due()  # a long catch-up must not hold back due retries
+
+    async def _tick_absences(self) -> None:
+        """Fire the absence groups gone quiet (engine.absence): once caught up, one chunk
+        at a time, so the next batch waits for one chunk at most."""
+        index = self.rulebook.index
+        if index is None or not index.absence_rules or not self.absence.due(time.monotonic()):
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            result = await self.absence.tick(
+                conn, index.absence_rules, time.time(), self.evaluator.quota
+            )
+        self.stats.absence_fired += result.fired
+        await self._dispatch(result.action_ids, result.action_orgs)
+        if result.more:
+            self.doorbell.set()  # another chunk after the batches waiting, if any
 
     async def _isolate(self, conn: asyncpg.Connection, isolating: int, exc: Exception) -> int:
         """A batch failed because of its rows: find the row one by one, then skip it.

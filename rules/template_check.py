@@ -46,8 +46,9 @@ def check_templates(
         "rule": RULE_ATTRIBUTES,
         "group": tuple(per),
         "state": tuple(state_keys),
-        "absent": ABSENT_ATTRIBUTES if absent else (),
     }
+    if absent:
+        known["absent"] = ABSENT_ATTRIBUTES
     for index, action in enumerate(actions):
         if not isinstance(action, Mapping):
             continue
@@ -208,11 +209,13 @@ def _template_problems(
     except TemplateSyntaxError as exc:
         return (f"template error on its line {exc.lineno}: {exc.message}",)
     problems: list[str] = []
-    allowed = set(CONTEXT_NAMES) | set(environment("none").globals)
+    # A feature's own names (an absence rule's `absent`) are known only to its rules.
+    names = (*CONTEXT_NAMES, *(root for root, _ in known if root not in CONTEXT_NAMES))
+    allowed = set(names) | set(environment("none").globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
         problems.append(
             f"template uses '{name}', which is not in the template context"
-            f"{suggest(name, CONTEXT_NAMES)}; use one of " + ", ".join(CONTEXT_NAMES)
+            f"{suggest(name, names)}; use one of " + ", ".join(names)
         )
     choices_of = dict(known)
     for root, attribute in _attribute_uses(tree):

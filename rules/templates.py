@@ -37,7 +37,7 @@ from rules.template_filters import FILTERS, escape_html, escape_markdown_v2, une
 if TYPE_CHECKING:
     from rules.model import Rule
 
-CONTEXT_NAMES: Final = ("event", "rule", "group", "state", "fired_at", "absent")
+CONTEXT_NAMES: Final = ("event", "rule", "group", "state", "fired_at")
 #: A string leaf that is one `{{ expression }}` and nothing else keeps the expression's type.
 _SINGLE_EXPRESSION: Final = re.compile(
     r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%|\{#).)*)\}\}\s*$", re.DOTALL

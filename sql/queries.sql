@@ -679,3 +679,59 @@ SELECT rule_id, document::text AS document, version, created_at, updated_at
 
 -- name: api_statement_timeout
 SELECT set_config('statement_timeout', $1, true);
+
+-- name: absence_seen
+-- Absence rules (engine.absence; the table is sql/010_absence.sql).  Times are unix
+-- seconds from the engine's clock, never the database's: the tick and the batches judge
+-- with one clock.
+-- Matching events re-arm their groups: one row per (trigger, group) of a batch.
+INSERT INTO absence_groups (trigger_id, group_key, group_values, org_id, logic_hash,
+                            quiet_since, last_seen_at, due_at)
+SELECT t, g, v::jsonb, o, h, to_timestamp($7), to_timestamp($7), to_timestamp($7 + f)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[])
+       AS u(t, g, v, o, h, f)
+ON CONFLICT (trigger_id, group_key) DO UPDATE
+   SET group_values = EXCLUDED.group_values, logic_hash = EXCLUDED.logic_hash,
+       quiet_since = EXCLUDED.quiet_since, last_seen_at = EXCLUDED.last_seen_at,
+       due_at = EXCLUDED.due_at;
+
+-- name: absence_forget_old_logic
+-- Rules whose logic changed ($1 ids, $2 their logic now) start afresh, as their
+-- trigger_state does (engine.rulebook).
+DELETE FROM absence_groups a
+ USING unnest($1::text[], $2::text[]) AS u(t, h)
+ WHERE a.trigger_id = u.t AND a.logic_hash <> u.h;
+
+-- name: absence_watch
+-- Expected groups, watched from $7 unless already watched.
+INSERT INTO absence_groups (trigger_id, group_key, group_values, org_id, logic_hash,
+                            quiet_since, due_at)
+SELECT t, g, v::jsonb, o, h, to_timestamp($7), to_timestamp($7 + f)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[])
+       AS u(t, g, v, o, h, f)
+ON CONFLICT (trigger_id, group_key) DO NOTHING;
+
+-- name: absence_due
+-- The rows due at $1, oldest first, at most $2; locked until the tick commits, so two
+-- engines (a deposed leader and its successor) never fire one row twice.
+SELECT trigger_id, group_key, group_values::text AS group_values, logic_hash,
+       extract(epoch FROM quiet_since)::float8 AS quiet_since,
+       extract(epoch FROM last_seen_at)::float8 AS last_seen_at
+  FROM absence_groups
+ WHERE due_at <= to_timestamp($1)
+ ORDER BY due_at
+ LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: absence_disarm
+-- Fired (or no longer watched by any loaded rule): not due again until seen again.
+UPDATE absence_groups a
+   SET due_at = NULL, fired_at = to_timestamp($3)
+  FROM unnest($1::text[], $2::text[]) AS u(t, g)
+ WHERE a.trigger_id = u.t AND a.group_key = u.g;
+
+-- name: absence_drop
+-- Rows of rules no longer loaded: their watch ends (a rule loaded again starts afresh).
+DELETE FROM absence_groups a
+ USING unnest($1::text[], $2::text[]) AS u(t, g)
+ WHERE a.trigger_id = u.t AND a.group_key = u.g;
