@@ -1,0 +1,247 @@
+"""Absence rules (`when.absent`) in `engine run`: fired by time, once, across kill -9.
+
+The end-to-end tests run the real `engine run` and `engine worker` against the webhook
+stand-in; the tick's own tests drive engine.absence on a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import psycopg
+
+from engine.absence import AbsenceTicker, note_seen
+from rules import load_rules_text
+from tests.fakes.webhook import WebhookReceiver
+from tests.processes import (
+    EngineProcess,
+    engine_processes,
+    insert_events,
+    query_all,
+    query_value,
+    wait_until,
+    write_config,
+)
+
+RULE = """
+rules:
+  - id: quiet
+    on: {{registry: reputation, event_type: NewFeedback}}
+    per: agent_id
+    when:
+      absent: {{for: {period}, expect: {expect}}}
+    actions:
+      - rest:
+          url: {url}/hooks/quiet
+          body:
+            agent: "{{{{ group.agent_id }}}}"
+            quiet_for: "{{{{ absent.for }}}}"
+            last_seen_at: "{{{{ absent.last_seen_at }}}}"
+        retry: {{attempts: 1}}
+"""
+
+
+def feedback(agent_id: int) -> dict[str, object]:
+    return {"registry": "reputation", "event_type": "NewFeedback", "agent_id": agent_id}
+
+
+def setup(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    url: str,
+    *,
+    period: str,
+    expect: str = "null",
+) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE.format(url=url, period=period, expect=expect), encoding="utf-8")
+    return write_config(
+        tmp_path,
+        database_url=database_url,
+        redis_url=redis_url,
+        rules=str(rules),
+        extra={"engine": {"absence_tick_interval_s": 0.2, "standby_retry_s": 0.2}},
+    )
+
+
+def agents_posted(receiver: WebhookReceiver) -> list[int]:
+    return [r.json["agent"] for r in receiver.requests]
+
+
+def test_a_quiet_agent_alerts_once_and_again_only_after_being_seen_again(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    config = setup(
+        tmp_path, database_url, redis_url, webhook_receiver.url, period="2s",
+        expect="[{agent_id: 99}]",
+    )
+    with engine_processes(config, tmp_path, ["run"], ["worker"]):
+        wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"))
+        insert_events(database_url, [feedback(42)])
+        seen_at = time.time()
+        requests = webhook_receiver.wait_for(2, timeout=20)
+        by_agent = {r.json["agent"]: r for r in requests}
+        assert set(by_agent) == {42, 99}
+        # Not before its `for` had passed since the event was evaluated.
+        assert by_agent[42].received_at >= seen_at + 2 - 0.5
+        assert by_agent[42].json["quiet_for"] == "2s"
+        assert by_agent[42].json["last_seen_at"] is not None
+        assert by_agent[99].json["last_seen_at"] is None  # expected, never seen
+        time.sleep(3)  # both stay quiet: no second alert
+        assert sorted(agents_posted(webhook_receiver)) == [42, 99]
+        insert_events(database_url, [feedback(42)])  # back, then quiet again
+        webhook_receiver.wait_for(3, timeout=20)
+        time.sleep(1)
+        assert sorted(agents_posted(webhook_receiver)) == [42, 42, 99]
+    rows = query_all(
+        database_url,
+        "SELECT event_id, status FROM action_results WHERE trigger_id = 'quiet' ORDER BY id",
+    )
+    assert len(rows) == 3 and all(status == "success" for _, status in rows)
+    assert all(event_id.startswith("absent:") for event_id, _ in rows)
+    assert len({event_id for event_id, _ in rows}) == 3
+
+
+def test_kill_9_in_the_middle_of_a_tick_the_standby_alerts_exactly_once(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    """The leader is killed while its tick's transaction is open (held on a lock the test
+    takes on the rule's counters): nothing of it commits, and the standby that takes over
+    sends each alert once."""
+    agents = list(range(1, 21))
+    config = setup(tmp_path, database_url, redis_url, webhook_receiver.url, period="3s")
+    leader = EngineProcess(config, "run", log_path=tmp_path / "leader.log").start()
+    standby = EngineProcess(config, "run", log_path=tmp_path / "standby.log")
+    worker = EngineProcess(config, "worker", log_path=tmp_path / "worker.log").start()
+    blocker = psycopg.connect(database_url, autocommit=False)
+    try:
+        wait_until(lambda: query_value(database_url, "SELECT count(*) FROM triggers"))
+        standby.start()
+        insert_events(database_url, [feedback(a) for a in agents])
+        wait_until(
+            lambda: query_value(database_url, "SELECT count(*) FROM absence_groups") == 20,
+            what="the groups seen",
+        )
+        # The batch wrote the rule's counters; holding them stops the tick inside its
+        # transaction, after it has locked the due groups and written their action rows.
+        blocker.execute("SELECT 1 FROM rule_stats WHERE trigger_id = 'quiet' FOR UPDATE")
+        wait_until(
+            lambda: query_value(
+                database_url,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%rule_stats%'",
+            ),
+            what="the tick waiting inside its transaction",
+        )
+        leader.kill()
+        blocker.rollback()
+        assert query_value(database_url, "SELECT count(*) FROM action_results") == 0
+        webhook_receiver.wait_for(20, timeout=30)
+        time.sleep(1.5)  # the sweep and any second tick had their chance to double
+        assert sorted(agents_posted(webhook_receiver)) == agents
+        assert query_value(database_url, "SELECT count(*) FROM action_results") == 20
+        assert "absence rules fired" in standby.output()
+    finally:
+        blocker.close()
+        for proc in (worker, standby, leader):
+            proc.stop()
+
+
+# -- the tick itself, on a real database ----------------------------------------------------
+
+TICK_RULE = """
+rules:
+  - id: quiet
+    on: {registry: reputation, event_type: NewFeedback}
+    per: agent_id
+    when: {absent: {for: 1m}}
+    actions:
+      - telegram: {chat_id: 1, text: "{{ group.agent_id }}"}
+      - rest: {url: "http://127.0.0.1:9/x"}
+"""
+
+
+def absence_rules(text: str = TICK_RULE) -> dict:
+    result = load_rules_text(text, "rules/test.yaml", environ={})
+    assert result.errors == []
+    return {rule.id: rule for rule in result.rules}
+
+
+async def see(conn: asyncpg.Connection, rules: dict, agents: list[int], at: float) -> None:
+    rule = rules["quiet"]
+    async with conn.transaction():
+        await note_seen(conn, [({"agent_id": a}, rule, "") for a in agents], at)
+
+
+async def test_a_tick_fires_due_groups_in_chunks_once_each(database_url: str) -> None:
+    rules = absence_rules()
+    conn = await asyncpg.connect(database_url)
+    try:
+        now = time.time()
+        await see(conn, rules, list(range(25)), now - 61)
+        await see(conn, rules, [100], now - 30)  # not due yet
+        ticker = AbsenceTicker(tick_rows=10, tick_interval_s=60)
+        chunks = [await ticker.tick(conn, rules, now) for _ in range(4)]
+        assert [(c.fired, c.more) for c in chunks] == [(10, True), (10, True), (5, False), (0, False)]
+        assert sum(len(c.action_ids) for c in chunks) == 50  # two actions each
+        rows = await conn.fetch("SELECT event_id, action_index FROM action_results")
+        per_event = Counter(r["event_id"] for r in rows)
+        assert len(per_event) == 25 and set(per_event.values()) == {2}
+        # Seen again, quiet again: a new period, a new firing.
+        await see(conn, rules, [3], now - 62)
+        again = await ticker.tick(conn, rules, now)
+        assert again.fired == 1
+        assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM action_results") == 26
+        # Fired groups are left out of the index of due rows.
+        assert await conn.fetchval("SELECT count(*) FROM absence_groups WHERE due_at IS NOT NULL") == 1
+    finally:
+        await conn.close()
+
+
+async def test_two_engines_ticking_at_once_fire_each_group_once(database_url: str) -> None:
+    rules = absence_rules()
+    a, b = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        now = time.time()
+        await see(a, rules, list(range(200)), now - 61)
+        one = AbsenceTicker(tick_rows=50, tick_interval_s=60)
+        two = AbsenceTicker(tick_rows=50, tick_interval_s=60)
+        fired = 0
+        for _ in range(5):
+            results = await asyncio.gather(one.tick(a, rules, now), two.tick(b, rules, now))
+            fired += sum(r.fired for r in results)
+        assert fired == 200
+        assert await a.fetchval("SELECT count(*) FROM action_results") == 400
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_expected_groups_and_rules_that_change_or_go(database_url: str) -> None:
+    expecting = absence_rules(TICK_RULE.replace("{for: 1m}", "{for: 1m, expect: [{agent_id: 7}]}"))
+    conn = await asyncpg.connect(database_url)
+    try:
+        now = time.time()
+        ticker = AbsenceTicker(tick_rows=100, tick_interval_s=60)
+        assert (await ticker.tick(conn, expecting, now)).fired == 0  # watched from now
+        assert (await ticker.tick(conn, expecting, now + 59)).fired == 0
+        # A restarted engine (a new ticker) keeps the watch's start, not its own.
+        assert (await AbsenceTicker(tick_rows=100, tick_interval_s=60).tick(
+            conn, expecting, now + 60
+        )).fired == 1
+        # The rule's logic changes: its groups start afresh.
+        await see(conn, expecting, [8], now)
+        changed = absence_rules(TICK_RULE.replace("1m", "2m"))
+        assert (await ticker.tick(conn, changed, now + 100)).fired == 0
+        assert await conn.fetchval("SELECT count(*) FROM absence_groups") == 0
+        # A rule no longer loaded: its due groups are dropped, not fired.
+        await see(conn, changed, [9], now)
+        gone = await ticker.tick(conn, {}, now + 200)
+        assert (gone.fired, gone.dropped) == (0, 1)
+    finally:
+        await conn.close()
