@@ -8,8 +8,8 @@ table (sql/010_absence.sql) with the engine's wall clock:
   exactly when its event is evaluated, never twice, never without the cursor.
 - ``AbsenceTicker.tick``: called by the daemon between batches, while it leads, once
   the cursor has caught up (an absence judged while events wait unread would be false).
-  In ONE transaction it locks at most ``tick_rows`` due rows, queues their action rows
-  and disarms them; the daemon enqueues the returned ids after the commit, like a
+  In ONE transaction it disarms at most ``tick_rows`` due rows and queues their action
+  rows; the daemon enqueues the returned ids after the commit, like a
   batch's.  A kill -9 before the commit leaves the rows due for the next leader; after
   it, they are disarmed and their rows queued (the sweep enqueues what was lost).  The
   action rows' event_id names the quiet period (rules.absence.absence_event_id), so
@@ -108,7 +108,7 @@ class AbsenceTicker:
         result = TickResult()
         async with conn.transaction():
             watched = await self._watch_new_rules(conn, absence_rules, now)
-            rows = await conn.fetch(query("absence_due"), now, self.tick_rows)
+            rows = await conn.fetch(query("absence_take_due"), now, self.tick_rows)
             pending = PendingActionRows()
             fired: list[tuple[str, str]] = []
             dropped: list[tuple[str, str]] = []
@@ -120,10 +120,6 @@ class AbsenceTicker:
                     continue
                 fired.append(key)
                 self._queue(rule, row, now, pending, quota)
-            if fired:
-                await conn.execute(
-                    query("absence_disarm"), [k[0] for k in fired], [k[1] for k in fired], now
-                )
             if dropped:
                 await conn.execute(
                     query("absence_drop"), [k[0] for k in dropped], [k[1] for k in dropped]

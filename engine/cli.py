@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECTION",
-        help="run only this section (evaluation, doorbell, live, actions, memory, tenants);"
+        help="run only this section (evaluation, doorbell, live, actions, memory, tenants, absence);"
         " repeatable",
     )
     bench.add_argument("--database-url", help="a database the bench may EMPTY (default: own)")

@@ -35,7 +35,7 @@ class EngineTunables:
     # time-based state (rules.stateful): one bad timestamp must not silence a rule.
     max_event_future_skew_s: int = 300
     absence_tick_interval_s: float = 1.0  # how often absence rules' quiet groups are looked for
-    absence_tick_rows: int = 500  # quiet groups fired per transaction, between two batches
+    absence_tick_rows: int = 100  # quiet groups fired per transaction, between two batches
 
 
 @dataclass(frozen=True)

@@ -711,24 +711,25 @@ SELECT t, g, v::jsonb, o, h, to_timestamp($7), to_timestamp($7 + f)
        AS u(t, g, v, o, h, f)
 ON CONFLICT (trigger_id, group_key) DO NOTHING;
 
--- name: absence_due
--- The rows due at $1, oldest first, at most $2; locked until the tick commits, so two
--- engines (a deposed leader and its successor) never fire one row twice.
-SELECT trigger_id, group_key, group_values::text AS group_values, logic_hash,
-       extract(epoch FROM quiet_since)::float8 AS quiet_since,
-       extract(epoch FROM last_seen_at)::float8 AS last_seen_at
-  FROM absence_groups
- WHERE due_at <= to_timestamp($1)
- ORDER BY due_at
- LIMIT $2
-   FOR UPDATE SKIP LOCKED;
-
--- name: absence_disarm
--- Fired (or no longer watched by any loaded rule): not due again until seen again.
+-- name: absence_take_due
+-- The rows due at $1, oldest first, at most $2: disarmed (due again only once seen again)
+-- and returned.  SKIP LOCKED: two engines (a deposed leader and its successor) never
+-- take one row twice; the caller's transaction holds them until it commits.
+WITH due AS (
+    SELECT trigger_id, group_key
+      FROM absence_groups
+     WHERE due_at <= to_timestamp($1)
+     ORDER BY due_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
 UPDATE absence_groups a
-   SET due_at = NULL, fired_at = to_timestamp($3)
-  FROM unnest($1::text[], $2::text[]) AS u(t, g)
- WHERE a.trigger_id = u.t AND a.group_key = u.g;
+   SET due_at = NULL, fired_at = to_timestamp($1)
+  FROM due
+ WHERE a.trigger_id = due.trigger_id AND a.group_key = due.group_key
+RETURNING a.trigger_id, a.group_key, a.group_values::text AS group_values, a.logic_hash,
+          extract(epoch FROM a.quiet_since)::float8 AS quiet_since,
+          extract(epoch FROM a.last_seen_at)::float8 AS last_seen_at;
 
 -- name: absence_drop
 -- Rows of rules no longer loaded: their watch ends (a rule loaded again starts afresh).

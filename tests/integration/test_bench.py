@@ -39,6 +39,7 @@ FIGURES = [
     "t-change-to-live-p99",
     "t-pause-max",
     "t-fairness-p99",
+    "7-absence-pause",
 ]
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
 
