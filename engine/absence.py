@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class TickResult:
 
 
 async def note_seen(
-    conn: asyncpg.Connection, matches: list[tuple[Mapping[str, Any], Rule, str]], now: float
+    conn: asyncpg.Connection, matches: Sequence[tuple[Mapping[str, Any], Rule, str]], now: float
 ) -> None:
     """Re-arm the groups of the absence rules among ``matches`` (in the batch's
     transaction), as seen at ``now``."""

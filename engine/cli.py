@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECTION",
-        help="run only this section (evaluation, doorbell, live, actions, memory, tenants, absence);"
-        " repeatable",
+        help="run only this section (evaluation, doorbell, live, actions, memory, tenants,"
+        " absence); repeatable",
     )
     bench.add_argument("--database-url", help="a database the bench may EMPTY (default: own)")
     bench.add_argument("--redis-url", help="a Redis the bench may FLUSH (default: own)")

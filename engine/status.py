@@ -79,6 +79,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             }
             for r in sql.fetch_all(conn, "status_rules")
         ]
+        absence = sql.fetch_one(conn, "status_absence")
+        status["absence_groups"] = dict(
+            zip(("watched", "armed", "due"), absence or (0, 0, 0), strict=True)
+        )
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
@@ -225,6 +229,13 @@ def format_status(status: dict[str, Any]) -> str:
                 (r["rule"], r["matched"], r["fired"], r["suppressed"], r["errors"])
                 for r in status["rules_last_hour"]
             ],
+        )
+
+    absence = status.get("absence_groups") or {}
+    if absence.get("watched"):
+        lines.append(
+            f"absence groups (when.absent): {absence['watched']} watched, {absence['armed']}"
+            f" armed, {absence['due']} due now"
         )
 
     actions = status["actions"]

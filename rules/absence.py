@@ -112,7 +112,9 @@ def _compile_expect(
     if spec is None:
         return ()
     if not isinstance(spec, list) or not spec:
-        sink.at(path, f"must be a non-empty list of groups like {{agent_id: 42}} (got {shown(spec)})")
+        sink.at(
+            path, f"must be a non-empty list of groups like {{agent_id: 42}} (got {shown(spec)})"
+        )
         return None
     if len(spec) > MAX_EXPECTED_GROUPS:
         sink.at(path, f"lists more than {MAX_EXPECTED_GROUPS} groups")
@@ -180,9 +182,7 @@ def absence_context(
     `last_seen_at` (ISO time of the last matching event; null when an expected group
     was never seen).
     """
-    context = build_context(
-        rule, {**group, "id": event_id}, group, {}, iso_time(fired_at_s) or ""
-    )
+    context = build_context(rule, {**group, "id": event_id}, group, {}, iso_time(fired_at_s) or "")
     context[ABSENT] = {
         "for": rule.absence.for_text if rule.absence is not None else "",
         "last_seen_at": iso_time(last_seen_at_s),

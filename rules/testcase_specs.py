@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from rules.fields import EVENT_FIELDS, suggest
 from rules.durations import DurationError, parse_duration
+from rules.fields import EVENT_FIELDS, suggest
 from rules.model import Advance, RenderExpectation, RuleTest
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys, mapping_at
@@ -125,30 +125,35 @@ def _events(
         for key in row:
             if key not in EVENT_FIELDS:
                 sink.at((*path, i, key), f"is not an event field{suggest(key, EVENT_FIELDS)}")
-        stamp = row.get("timestamp")
-        relative = _RELATIVE.match(stamp) if isinstance(stamp, str) else None
-        if stamp is None:
-            clock += 1
-        elif relative is not None:
-            clock += int(relative.group(1))
-        elif type(stamp) is int:
-            clock = stamp
-        else:
-            sink.at(
-                (*path, i, "timestamp"),
-                "must be unix seconds or '+N' seconds after the previous event "
-                f"(got {shown(stamp)})",
-            )
+        clock = _stamp(row.get("timestamp"), clock, sink, (*path, i, "timestamp"))
         event = {"id": f"test-{i}", "block_number": i + 1, "log_index": 0, **defaults, **row}
         event["timestamp"] = clock
         events.append(event)
     return events
 
 
+def _stamp(stamp: Any, clock: int, sink: Problems, path: Path) -> int:
+    """An event's timestamp: given, relative to the previous step's, or one second later."""
+    relative = _RELATIVE.match(stamp) if isinstance(stamp, str) else None
+    if stamp is None:
+        return clock + 1
+    if relative is not None:
+        return clock + int(relative.group(1))
+    if type(stamp) is int:
+        return stamp
+    sink.at(
+        path,
+        f"must be unix seconds or '+N' seconds after the previous event (got {shown(stamp)})",
+    )
+    return clock
+
+
 def _advance(row: Mapping[str, Any], clock: int, sink: Problems, path: Path) -> Advance | None:
     if len(row) != 1:
         others = ", ".join(str(k) for k in row if k != "advance")
-        sink.at(path, f"an advance step has no event fields (got {others}); put them in the next item")
+        sink.at(
+            path, f"an advance step has no event fields (got {others}); put them in the next item"
+        )
         return None
     try:
         seconds = parse_duration(row["advance"])

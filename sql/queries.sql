@@ -736,3 +736,8 @@ RETURNING a.trigger_id, a.group_key, a.group_values::text AS group_values, a.log
 DELETE FROM absence_groups a
  USING unnest($1::text[], $2::text[]) AS u(t, g)
  WHERE a.trigger_id = u.t AND a.group_key = u.g;
+
+-- name: status_absence
+-- `engine status`: absence rules' groups watched, armed (going quiet) and due now.
+SELECT count(*), count(due_at), count(*) FILTER (WHERE due_at <= now())
+  FROM absence_groups;

@@ -89,9 +89,7 @@ async def measure(dsn: str, redis_url: str, url: str, *, groups: int) -> TickPau
         while daemon.stats.absence_fired < groups:
             pauses.append(await step())
         elapsed = time.perf_counter() - began
-        return TickPauses(
-            pauses, idle, daemon.stats.absence_fired, daemon.stats.events, elapsed
-        )
+        return TickPauses(pauses, idle, daemon.stats.absence_fired, daemon.stats.events, elapsed)
     finally:
         client.flushdb()
         client.close()

@@ -23,6 +23,7 @@ from tests.processes import (
     insert_events,
     query_all,
     query_value,
+    run_engine,
     wait_until,
     write_config,
 )
@@ -77,7 +78,11 @@ def test_a_quiet_agent_alerts_once_and_again_only_after_being_seen_again(
     tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
     config = setup(
-        tmp_path, database_url, redis_url, webhook_receiver.url, period="2s",
+        tmp_path,
+        database_url,
+        redis_url,
+        webhook_receiver.url,
+        period="2s",
         expect="[{agent_id: 99}]",
     )
     with engine_processes(config, tmp_path, ["run"], ["worker"]):
@@ -105,6 +110,8 @@ def test_a_quiet_agent_alerts_once_and_again_only_after_being_seen_again(
     assert len(rows) == 3 and all(status == "success" for _, status in rows)
     assert all(event_id.startswith("absent:") for event_id, _ in rows)
     assert len({event_id for event_id, _ in rows}) == 3
+    status = run_engine(config, "status")
+    assert "absence groups (when.absent): 2 watched, 0 armed, 0 due now" in status.stdout
 
 
 def test_kill_9_in_the_middle_of_a_tick_the_standby_alerts_exactly_once(
@@ -187,7 +194,12 @@ async def test_a_tick_fires_due_groups_in_chunks_once_each(database_url: str) ->
         await see(conn, rules, [100], now - 30)  # not due yet
         ticker = AbsenceTicker(tick_rows=10, tick_interval_s=60)
         chunks = [await ticker.tick(conn, rules, now) for _ in range(4)]
-        assert [(c.fired, c.more) for c in chunks] == [(10, True), (10, True), (5, False), (0, False)]
+        assert [(c.fired, c.more) for c in chunks] == [
+            (10, True),
+            (10, True),
+            (5, False),
+            (0, False),
+        ]
         assert sum(len(c.action_ids) for c in chunks) == 50  # two actions each
         rows = await conn.fetch("SELECT event_id, action_index FROM action_results")
         per_event = Counter(r["event_id"] for r in rows)
@@ -198,7 +210,9 @@ async def test_a_tick_fires_due_groups_in_chunks_once_each(database_url: str) ->
         assert again.fired == 1
         assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM action_results") == 26
         # Fired groups are left out of the index of due rows.
-        assert await conn.fetchval("SELECT count(*) FROM absence_groups WHERE due_at IS NOT NULL") == 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM absence_groups WHERE due_at IS NOT NULL") == 1
+        )
     finally:
         await conn.close()
 
@@ -231,9 +245,9 @@ async def test_expected_groups_and_rules_that_change_or_go(database_url: str) ->
         assert (await ticker.tick(conn, expecting, now)).fired == 0  # watched from now
         assert (await ticker.tick(conn, expecting, now + 59)).fired == 0
         # A restarted engine (a new ticker) keeps the watch's start, not its own.
-        assert (await AbsenceTicker(tick_rows=100, tick_interval_s=60).tick(
-            conn, expecting, now + 60
-        )).fired == 1
+        assert (
+            await AbsenceTicker(tick_rows=100, tick_interval_s=60).tick(conn, expecting, now + 60)
+        ).fired == 1
         # The rule's logic changes: its groups start afresh.
         await see(conn, expecting, [8], now)
         changed = absence_rules(TICK_RULE.replace("1m", "2m"))

@@ -15,7 +15,9 @@ on: {registry: reputation, event_type: NewFeedback}
 per: agent_id
 when: {absent: {for: 10m}}
 actions:
-  - telegram: {chat_id: 1, text: "{{ group.agent_id }} quiet {{ absent.for }} since {{ absent.last_seen_at }}"}
+  - telegram:
+      chat_id: 1
+      text: "{{ group.agent_id }} quiet {{ absent.for }} since {{ absent.last_seen_at }}"
 """
 
 
@@ -71,7 +73,7 @@ def test_context_names_the_group_the_period_and_the_last_event():
     assert context["event"]["agent_id"] == 5
     assert context["absent"] == {"for": "10m", "last_seen_at": "2026-01-01T00:00:00.000+00:00"}
     assert context["fired_at"] == "2026-01-01T00:10:00.000+00:00"
-    assert context["event"]["id"] == absence_event_id('[5]', TEST_START_S)
+    assert context["event"]["id"] == absence_event_id("[5]", TEST_START_S)
 
 
 def test_expected_groups_are_watched_from_the_start():
@@ -155,7 +157,9 @@ def test_mistakes_read_like_advice():
     text = "\n".join(errors)
     assert "rule 'a': throttle cannot be used with when.absent" in text
     assert "rule 'a': when.absent.for must be a positive duration (got '0s')" in text
-    assert "when.absent.expect[0] must give exactly the per fields (agent_id); got agent_idd" in text
+    assert (
+        "when.absent.expect[0] must give exactly the per fields (agent_id); got agent_idd" in text
+    )
     assert "when.absent.expect[1].agent_id must be a number or a string (got [1])" in text
     assert "when.absent.expect[2] must be a mapping of the per fields (got 3)" in text
     assert "template uses 'absent.since', which does not exist" in text
