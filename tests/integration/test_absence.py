@@ -17,6 +17,7 @@ import psycopg
 from engine.absence import AbsenceTicker, note_seen
 from rules import load_rules_text
 from tests.fakes.webhook import WebhookReceiver
+from tests.integration.tenants.api_fixtures import Api, api
 from tests.processes import (
     EngineProcess,
     engine_processes,
@@ -27,6 +28,8 @@ from tests.processes import (
     wait_until,
     write_config,
 )
+
+__all__ = ["api"]
 
 RULE = """
 rules:
@@ -259,3 +262,31 @@ async def test_expected_groups_and_rules_that_change_or_go(database_url: str) ->
         assert (gone.fired, gone.dropped) == (0, 1)
     finally:
         await conn.close()
+
+
+# -- the API's rule-test run: the same runner as `engine rules test` -----------------------
+
+
+def test_the_api_runs_an_absence_rules_advance_tests(api: Api) -> None:
+    org = api.org()
+    rule = """\
+id: quiet
+on: {registry: reputation, event_type: NewFeedback}
+per: agent_id
+when: {absent: {for: 1h}}
+actions:
+  - rest: {url: "http://127.0.0.1:9/x", body: {since: "{{ absent.last_seen_at }}"}}
+tests:
+  - name: quiet for an hour
+    events: [{agent_id: 1}, {advance: 59m}, {advance: 1m}]
+    fires: [2]
+    renders: [{firing: 0, contains: "2026-01-01T00:00:00"}]
+  - name: a wrong expectation
+    events: [{agent_id: 1}, {advance: 2h}]
+    fires: []
+"""
+    answer = api.call("POST", "/v1/rule-tests", org.viewer, json={"rule": rule})
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["tests"]
+    assert (first["passed"], first["actual_fires"]) == (True, [2])
+    assert (second["passed"], second["actual_fires"]) == (False, [1])
