@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rules.absence import AbsenceSteps
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
-from rules.evaluate import evaluate_stream
+from rules.evaluate import Firing, evaluate_stream
 from rules.index import RuleIndex
-from rules.model import Advance, RenderExpectation, Rule, RuleTest
+from rules.model import Advance, RenderExpectation, Rule, RuleTest, Step
 from rules.templates import render_action
 from rules.time_driven import TestStates, TimeDriven
 
@@ -78,9 +78,16 @@ def run_test_steps(
     rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]
 ) -> list[tuple[int, dict[str, Any]]]:
     """(step index, template context) of each firing of ``rule`` (enabled) over ``steps``."""
+    return [(f.event_index, f.context) for f in evaluate_test_steps(rule, steps) if f.step.fired]
+
+
+def evaluate_test_steps(rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]) -> list[Firing]:
+    """Every firing of ``rule`` (enabled) over a test's ``steps``, suppressed ones too, in
+    order; a firing on an advance step has the step's index and, as its event, the event
+    its template context holds (an absence firing's group values)."""
     index = RuleIndex([rule])
     states: TestStates = {}
-    fired: list[tuple[int, dict[str, Any]]] = []
+    firings: list[Firing] = []
     if steps:
         first = steps[0]
         start = first.now - first.seconds if isinstance(first, Advance) else first["timestamp"]
@@ -89,23 +96,34 @@ def run_test_steps(
     for position, step in enumerate(steps):
         if isinstance(step, Advance):
             for hook in TIME_DRIVEN:
-                fired += [(position, f.context) for f in hook.on_advance(rule, states, step.now)]
+                for timed in hook.on_advance(rule, states, step.now):
+                    event = timed.context.get("event") or {}
+                    firings.append(
+                        Firing(
+                            rule,
+                            event,
+                            position,
+                            timed.group_key,
+                            timed.group,
+                            _TIMED,
+                            timed.context,
+                        )
+                    )
             continue
         for firing in evaluate_stream(index, (step,), states):
-            if firing.step.fired:
-                fired.append((position, firing.context))
+            firings.append(replace(firing, event_index=position))
         if index.matching(step):
             for hook in TIME_DRIVEN:
                 hook.on_event(rule, step, states, step["timestamp"])
-    return fired
+    return firings
+
+
+#: The Step of a firing made by time passing: it fired, no throttle, no `when` state.
+_TIMED = Step(fired=True, suppressed=False, state=None, template_state={})
 
 
 def _enabled(rule: Rule) -> Rule:
-    if rule.enabled:
-        return rule
-    from dataclasses import replace  # only for the rare disabled rule under test
-
-    return replace(rule, enabled=True)
+    return rule if rule.enabled else replace(rule, enabled=True)
 
 
 def _check_render(

@@ -285,8 +285,17 @@ tests:
     events: [{agent_id: 1}, {advance: 2h}]
     fires: []
 """
-    answer = api.call("POST", "/v1/rule-tests", org.viewer, json={"rule": rule})
+    events = [{"agent_id": 5}, {"advance": "30m"}, {"agent_id": 6}, {"advance": "45m"}]
+    answer = api.call("POST", "/v1/rule-tests", org.viewer, json={"rule": rule, "events": events})
     assert answer.status_code == 200, answer.text
-    first, second = answer.json()["tests"]
+    report = answer.json()
+    first, second = report["tests"]
     assert (first["passed"], first["actual_fires"]) == (True, [2])
     assert (second["passed"], second["actual_fires"]) == (False, [1])
+    # The request's own steps: agent 5 goes quiet at the second advance, agent 6 not yet.
+    assert report["events"]["fired"] == [3]
+    [firing] = report["events"]["firings"]
+    assert firing["group"] == {"agent_id": 5}
+    assert firing["event_id"].startswith("absent:")
+    [action] = firing["actions"]
+    assert action["rendered"]["body"] == {"since": "2026-01-01T00:00:00.000+00:00"}
