@@ -299,3 +299,24 @@ tests:
     assert firing["event_id"].startswith("absent:")
     [action] = firing["actions"]
     assert action["rendered"]["body"] == {"since": "2026-01-01T00:00:00.000+00:00"}
+
+
+def test_a_tenant_sees_only_its_own_absence_groups(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        orgs = [
+            conn.execute(
+                "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (name,)
+            ).fetchone()[0]
+            for name in ("acme", "globex")
+        ]
+        for org in (*orgs, None):
+            conn.execute(
+                "INSERT INTO absence_groups (trigger_id, group_key, group_values, org_id,"
+                " logic_hash, quiet_since) VALUES (%s, '[1]', '{}', %s, 'h', now())",
+                (f"{org}/quiet", org),
+            )
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET LOCAL ROLE engine_tenant")
+        conn.execute("SELECT set_config('engine.org_id', %s, true)", (str(orgs[0]),))
+        seen = conn.execute("SELECT org_id FROM absence_groups").fetchall()
+        assert seen == [(orgs[0],)]
