@@ -196,7 +196,11 @@ _SINCE, _SEEN, _DUE = "quiet_since", "last_seen_at", "due_at"
 
 
 class AbsenceSteps:
-    """Absence rules in the rule tests (rules.time_driven.TimeDriven)."""
+    """Absence rules in rule tests and backtests (rules.time_driven.TimeDriven)."""
+
+    def drives(self, rule: Rule) -> bool:
+        """Absence rules only."""
+        return rule.absence is not None
 
     def on_start(
         self, rule: Rule, states: MutableMapping[tuple[str, str], dict[str, Any]], now: float
@@ -244,7 +248,9 @@ class AbsenceSteps:
         for _, key in due:
             entry = states[(rule.id, key)]
             event_id = absence_event_id(key, entry[_SINCE])
-            context = absence_context(rule, entry["group"], event_id, entry[_SEEN], now)
+            # Fired when it fell due: between two steps of a stream, that is when the
+            # live engine would have fired it.
+            context = absence_context(rule, entry["group"], event_id, entry[_SEEN], entry[_DUE])
             states[(rule.id, key)] = {**entry, _DUE: None}
             firings.append(TimedFiring(rule, key, dict(entry["group"]), context))
         return firings

@@ -5,8 +5,8 @@ indexes of the events that fired with `fires`, and checks `renders` expectations
 the rendered actions of the n-th firing (``${VAR}`` expanded from ``environ``).
 
 `{advance: DURATION}` steps move the test's clock without an event; what fires on time
-passing is run by the TimeDriven hooks of ``TIME_DRIVEN`` (rules.time_driven says when
-each is called).  A firing on an advance counts at that step's index.
+passing is run by rules.time_driven (TimeSteps, which says when each hook is called).
+A firing on an advance counts at that step's index.
 """
 
 from __future__ import annotations
@@ -16,18 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rules.absence import AbsenceSteps
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
 from rules.evaluate import Firing, evaluate_stream
 from rules.index import RuleIndex
 from rules.model import Advance, RenderExpectation, Rule, RuleTest, Step
 from rules.templates import render_action
-from rules.time_driven import TestStates, TimeDriven
-
-#: The features driven by time passing, run at a test's start, after each event and at
-#: each advance (rules.time_driven).
-TIME_DRIVEN: tuple[TimeDriven, ...] = (AbsenceSteps(),)
+from rules.time_driven import TestStates, TimedFiring, TimeSteps
 
 
 @dataclass
@@ -83,39 +78,30 @@ def run_test_steps(
 
 def evaluate_test_steps(rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]) -> list[Firing]:
     """Every firing of ``rule`` (enabled) over a test's ``steps``, suppressed ones too, in
-    order; a firing on an advance step has the step's index and, as its event, the event
-    its template context holds (an absence firing's group values)."""
+    order; a firing on an advance step has the step's index (timed_firing)."""
     index = RuleIndex([rule])
     states: TestStates = {}
+    timed = TimeSteps([rule], states)
     firings: list[Firing] = []
-    if steps:
+    if steps and timed:
         first = steps[0]
-        start = first.now - first.seconds if isinstance(first, Advance) else first["timestamp"]
-        for hook in TIME_DRIVEN:
-            hook.on_start(rule, states, start)
+        timed.start(first.now - first.seconds if isinstance(first, Advance) else first["timestamp"])
     for position, step in enumerate(steps):
         if isinstance(step, Advance):
-            for hook in TIME_DRIVEN:
-                for timed in hook.on_advance(rule, states, step.now):
-                    event = timed.context.get("event") or {}
-                    firings.append(
-                        Firing(
-                            rule,
-                            event,
-                            position,
-                            timed.group_key,
-                            timed.group,
-                            _TIMED,
-                            timed.context,
-                        )
-                    )
+            firings += [timed_firing(t, position) for t in timed.advance(step.now)]
             continue
         for firing in evaluate_stream(index, (step,), states):
             firings.append(replace(firing, event_index=position))
-        if index.matching(step):
-            for hook in TIME_DRIVEN:
-                hook.on_event(rule, step, states, step["timestamp"])
+        if timed:
+            timed.event(step, step["timestamp"])
     return firings
+
+
+def timed_firing(timed: TimedFiring, position: int) -> Firing:
+    """A firing made by time passing as a Firing at ``position``: its event is the one its
+    template context holds (an absence firing's group values and synthetic id)."""
+    event = timed.context.get("event") or {}
+    return Firing(timed.rule, event, position, timed.group_key, timed.group, _TIMED, timed.context)
 
 
 #: The Step of a firing made by time passing: it fired, no throttle, no `when` state.

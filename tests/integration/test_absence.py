@@ -320,3 +320,36 @@ def test_a_tenant_sees_only_its_own_absence_groups(database_url: str) -> None:
         conn.execute("SELECT set_config('engine.org_id', %s, true)", (str(orgs[0]),))
         seen = conn.execute("SELECT org_id FROM absence_groups").fetchall()
         assert seen == [(orgs[0],)]
+
+
+def test_a_backtest_replays_absence_on_the_stored_events_clock(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    config = setup(tmp_path, database_url, redis_url, "http://127.0.0.1:9", period="1h")
+    start = 1_767_225_600  # 2026-01-01 00:00 UTC
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for n, (agent, minutes) in enumerate([(1, 0), (2, 10), (1, 30), (2, 100)]):
+            conn.execute(
+                """INSERT INTO events (id, chain_id, block_number, block_hash, transaction_hash,
+                                       log_index, registry, event_type, agent_id, "timestamp",
+                                       created_at)
+                   VALUES (%s, 1, %s, '0xb', '0xt', 0, 'reputation', 'NewFeedback', %s, %s,
+                           to_timestamp(%s))""",
+                (f"1-{n}-0", n, agent, start + minutes * 60, start + minutes * 60),
+            )
+    rules = str(tmp_path / "rules.yaml")
+    since, until = str(start - 60), str(start + 200 * 60)
+    out = run_engine(config, "rules", "backtest", rules, "--since", since, "--until", until)
+    assert out.returncode == 0, out.stderr
+    quiet = [line for line in out.stdout.splitlines() if line.startswith("quiet: quiet for")]
+    # Agent 2 went quiet at 01:10 (fired before agent 2's next event at 01:40, listed
+    # there), agent 1 at 01:30, agent 2 again at 02:40; the backtest ends at 03:20.
+    assert quiet == [
+        "quiet: quiet for 1h at 2026-01-01T01:10:00.000+00:00"
+        ' (last seen 2026-01-01T00:10:00.000+00:00) group {"agent_id": 2}',
+        "quiet: quiet for 1h at 2026-01-01T01:30:00.000+00:00"
+        ' (last seen 2026-01-01T00:30:00.000+00:00) group {"agent_id": 1}',
+        "quiet: quiet for 1h at 2026-01-01T02:40:00.000+00:00"
+        ' (last seen 2026-01-01T01:40:00.000+00:00) group {"agent_id": 2}',
+    ]
+    assert "quiet: 3 firing(s)" in out.stdout
