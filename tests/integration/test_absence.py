@@ -353,3 +353,28 @@ def test_a_backtest_replays_absence_on_the_stored_events_clock(
         ' (last seen 2026-01-01T01:40:00.000+00:00) group {"agent_id": 2}',
     ]
     assert "quiet: 3 firing(s)" in out.stdout
+
+
+def test_the_api_backtests_a_stored_absence_rule(api: Api) -> None:
+    org = api.org()
+    agent = 777_000_000 + int(time.time()) % 1000  # the module's events table is shared
+    rule = f"""\
+id: quiet
+on: {{registry: reputation, event_type: NewFeedback}}
+where: {{agent_id: {agent}}}
+per: agent_id
+when: {{absent: {{for: 1s}}}}
+actions:
+  - rest: {{url: "http://127.0.0.1:9/x", body: {{agent: "{{{{ group.agent_id }}}}"}}}}
+"""
+    put = api.call("PUT", "/v1/rules/quiet", org.editor, body=rule, content_type="application/yaml")
+    assert put.status_code == 201, put.text
+    insert_events(api.dsn, [feedback(agent)])
+    time.sleep(2)  # the backtest runs to now: the agent has been quiet for longer than 1s
+    answer = api.call("POST", "/v1/rules/quiet/backtest", org.viewer, json={"since": "1d"})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["complete"], report["fired"]) == (True, 1)
+    [firing] = report["firings"]
+    assert firing["group"] == {"agent_id": agent}
+    assert firing["actions"][0]["rendered"]["body"] == {"agent": agent}
