@@ -9,13 +9,16 @@ produced.  It sends nothing and writes nothing.
 
 Its clock is each event's ``created_at``: when the row was stored is when the live engine
 could first evaluate it, so an event's time is trusted (Rule.step) exactly as far as it
-was live: up to engine.max_event_future_skew_s past that moment.
+was live: up to engine.max_event_future_skew_s past that moment.  Rules driven by time
+(absence) are driven on the same clock (rules.time_driven): they load at ``since``, time
+moves to each event's ``created_at`` before it is evaluated, and to ``until`` at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sys
 import time
@@ -42,6 +45,8 @@ from rules import (
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import EngineError, TemplateRenderError
+from rules.testing import timed_firing
+from rules.time_driven import TimeSteps
 
 FETCH_ROWS = 5000
 PROGRESS_MIN_EVENTS = 20_000
@@ -96,13 +101,15 @@ class StoredClock:
         self.fallback_s = int(fallback_s)  # a created_at that does not parse: the run's time
         self.ahead = 0  # events stamped past their ceiling
 
-    def trusted_until(self, event: Mapping[str, Any]) -> int:
-        stored = event.get("created_at")
+    def stored_s(self, event: Mapping[str, Any]) -> int:
+        """When the event was stored: the moment the live engine could evaluate it."""
         try:
-            stored_s = int(dt.datetime.fromisoformat(str(stored)).timestamp())
+            return int(dt.datetime.fromisoformat(str(event.get("created_at"))).timestamp())
         except (TypeError, ValueError, OverflowError, OSError):
-            stored_s = self.fallback_s
-        ceiling = stored_s + self.skew_s
+            return self.fallback_s
+
+    def trusted_until(self, event: Mapping[str, Any]) -> int:
+        ceiling = self.stored_s(event) + self.skew_s
         stamp = event_time(event)
         if stamp is not None and stamp > ceiling:
             self.ahead += 1
@@ -124,18 +131,54 @@ class Backtest:
     fired: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
 
+    since: float | None = None  # when the rules load: time-driven rules start watching
+
     def __post_init__(self) -> None:
         self._index = RuleIndex(list(self.rules))
+        self._timed = TimeSteps(self.rules, self.states)
+        if self._timed and self.since is not None:
+            self._timed.start(self.since)
 
     def feed(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Firing]:
         """The firings (and throttled firings) of the next events, counted as they go."""
+        if self._timed:
+            yield from self._feed_timed(events)
+            return
         offset = self.events
         for firing in evaluate_stream(
             self._index, self._counted(events), self.states, trusted_until=self.clock.trusted_until
         ):
-            counter = self.suppressed if firing.step.suppressed else self.fired
-            counter[firing.rule.id] += 1
-            yield replace(firing, event_index=offset + firing.event_index) if offset else firing
+            yield self._counted_firing(
+                replace(firing, event_index=offset + firing.event_index) if offset else firing
+            )
+
+    def finish(self, until: float) -> Iterator[Firing]:
+        """The firings of time passing from the last event to ``until``."""
+        yield from self._advance(until)
+
+    def _feed_timed(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Firing]:
+        """One event at a time: time moves to each event's stored time before it."""
+        for event in events:
+            now = self.clock.stored_s(event)
+            yield from self._advance(now)
+            position = self.events
+            self.events += 1
+            stream = evaluate_stream(
+                self._index, (event,), self.states, trusted_until=self.clock.trusted_until
+            )
+            for firing in stream:
+                yield self._counted_firing(replace(firing, event_index=position))
+            self._timed.event(event, now)
+
+    def _advance(self, now: float) -> Iterator[Firing]:
+        """Time-driven firings at ``now``, each at the index of the next event."""
+        for timed in self._timed.advance(now) if self._timed else ():
+            yield self._counted_firing(timed_firing(timed, self.events))
+
+    def _counted_firing(self, firing: Firing) -> Firing:
+        counter = self.suppressed if firing.step.suppressed else self.fired
+        counter[firing.rule.id] += 1
+        return firing
 
     def _counted(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
         for event in events:
@@ -196,13 +239,13 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
         progress = Progress(total, sys.stderr)
         events = (progress.tick(e) for e in _events(conn, since, until))
         clock = StoredClock(settings.engine.max_event_future_skew_s, now)
-        backtest = Backtest(rules, clock)
+        backtest = Backtest(rules, clock, since=since)
         if args.explain:
             from engine.backtest_explain import explain_backtest
 
             explain_backtest(backtest, events, environ)
         else:
-            for firing in backtest.feed(events):
+            for firing in itertools.chain(backtest.feed(events), backtest.finish(until)):
                 if not firing.step.suppressed:
                     print_firing(firing, environ)
         progress.close()
@@ -226,10 +269,18 @@ def print_firing(firing: Firing, environ: Mapping[str, str], indent: str = "") -
     """A firing's rule, event and what each of its actions would have done."""
     event = firing.event
     group = f" group {json.dumps(firing.group)}" if firing.group else ""
-    print(
-        f"{indent}{firing.rule.id}: event {event.get('id')} block {event.get('block_number')}"
-        f" at {_when(int(event.get('timestamp') or 0))}{group}"
-    )
+    if firing.rule.absence is not None:  # no event: the group went quiet
+        absent = firing.context.get("absent") or {}
+        print(
+            f"{indent}{firing.rule.id}: quiet for {absent.get('for')} at"
+            f" {firing.context.get('fired_at')} (last seen"
+            f" {absent.get('last_seen_at') or 'never'}){group}"
+        )
+    else:
+        print(
+            f"{indent}{firing.rule.id}: event {event.get('id')} block"
+            f" {event.get('block_number')} at {_when(int(event.get('timestamp') or 0))}{group}"
+        )
     for action in firing.rule.actions:
         print(
             f"{indent}    -> {summarise_action(action.kind, action.raw, firing.context, environ)}"

@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SECTION",
         help="run only this section (evaluation, confirmations, doorbell, live, actions, memory,"
-        " tenants, digests); repeatable",
+        " tenants, digests, absence); repeatable",
     )
     bench.add_argument("--database-url", help="a database the bench may EMPTY (default: own)")
     bench.add_argument("--redis-url", help="a Redis the bench may FLUSH (default: own)")

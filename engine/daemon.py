@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import redis
 
+from engine.absence import AbsenceTicker
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
 from engine.digests import flush_due_digests
@@ -60,6 +61,7 @@ class DaemonStats:
     future_events: int = 0  # stamped too far ahead: evaluated, no time-based state advanced
     skipped: int = 0  # rows whose evaluation could not be recorded
     quota_exceeded: int = 0  # firings held back by their organization's quota
+    absence_fired: int = 0  # absence groups fired by ticks (engine.absence)
     batches: int = 0
     restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
     rewrites: int = 0  # ids written again after their evaluation (engine.reorgs)
@@ -101,6 +103,9 @@ class Daemon:
         )
         self.stats = DaemonStats()
         self.maintenance = Maintenance(settings.retention)  # retention and statistics
+        self.absence = AbsenceTicker(
+            tick_rows=tun.absence_tick_rows, tick_interval_s=tun.absence_tick_interval_s
+        )
         self.stopping = asyncio.Event()
         self.rules_staged = asyncio.Event()  # a compiled reload waits for a batch boundary
         self._staged: RuleSwap | None = None
@@ -180,6 +185,7 @@ class Daemon:
                 self.tenants.published.clear()
                 await self._drain()
                 await self._flush_due()
+                await self._tick_absences()
                 await self._sweep_if_due()
                 self.maintenance.poke(self.pool)  # starts a background task when due
                 delay = tun.reconnect_min_s
@@ -230,6 +236,7 @@ class Daemon:
         if held and not was:
             log.info("leader: evaluating", extra={"cursor": self.settings.engine.cursor_name})
             self.evaluator.position = None  # re-read: the previous leader may have moved it
+            self.absence.forget()
             # No rules to evaluate yet: wait for the compile (off the loop: /healthz answers).
             await self._compile_rules(only_if_changed=False)
             await self._take_all_rules()
@@ -359,6 +366,22 @@ class Daemon:
             # A long catch-up must hold back neither due digests nor due retries.
             await self._flush_due()
             await self._sweep_if_due()
+
+    async def _tick_absences(self) -> None:
+        """Fire the absence groups gone quiet (engine.absence): once caught up, one chunk
+        at a time, so the next batch waits for one chunk at most."""
+        index = self.rulebook.index
+        if index is None or not index.absence_rules or not self.absence.due(time.monotonic()):
+            return
+        assert self.pool is not None
+        disabled = self.evaluator.noise.disabled  # at runtime: not evaluated, not ticked
+        rules = {i: r for i, r in index.absence_rules.items() if i not in disabled}
+        async with self.pool.acquire() as conn:
+            result = await self.absence.tick(conn, rules, time.time(), self.evaluator.quota)
+        self.stats.absence_fired += result.fired
+        await self._dispatch(result.action_ids, result.action_orgs)
+        if result.more:
+            self.doorbell.set()  # another chunk after the batches waiting, if any
 
     async def _isolate(self, conn: asyncpg.Connection, isolating: int, exc: Exception) -> int:
         """A batch failed because of its rows: find the row one by one, then skip it.

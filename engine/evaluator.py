@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.absence import note_seen
 from engine.action_rows import (
     QUOTA_EXCEEDED,
     WRITE_CHUNK_ROWS,
@@ -262,6 +263,8 @@ class Evaluator:
         result.action_orgs = writer.orgs
         org_ids = {rule.id: rule.org_id for _, rule, _ in matches}
         await save_states(conn, states, changed, org_ids)
+        if index.absence_rules:  # their groups are seen in this transaction (engine.absence)
+            await note_seen(conn, matches, now)
         await self._add_rule_stats(conn, stats, org_ids)
 
     async def _step_all(

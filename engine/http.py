@@ -87,6 +87,11 @@ class DaemonCollector(Collector):
                 s.future_events,
             ),
             (
+                "engine_absence_fired",
+                "Absence rules' groups fired for going quiet (when.absent)",
+                s.absence_fired,
+            ),
+            (
                 "engine_skipped_events",
                 "Rows skipped: their evaluation could not be recorded",
                 s.skipped,

@@ -94,6 +94,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         }
         status["silences"] = list_silences(conn, include_expired=False)
         status["disabled_rules"] = list_disables(conn)
+        absence = sql.fetch_one(conn, "status_absence")
+        status["absence_groups"] = dict(
+            zip(("watched", "armed", "due"), absence or (0, 0, 0), strict=True)
+        )
     status["queue"] = _queue_status(settings)
     status["telegram_blocks"] = _telegram_blocks(settings)
     return status
@@ -286,6 +290,12 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("disabled_rules"):
         lines.append("rules disabled at runtime (`engine rules enable ID`)")
         lines += format_disables(status["disabled_rules"])
+    absence = status.get("absence_groups") or {}
+    if absence.get("watched"):
+        lines.append(
+            f"absence groups (when.absent): {absence['watched']} watched, {absence['armed']}"
+            f" armed, {absence['due']} due now"
+        )
 
     actions = status["actions"]
     lines.append("actions")

@@ -37,6 +37,8 @@ class EngineTunables:
     # How often `engine run` and `engine worker` re-read the silences and runtime disables:
     # one a process has not read yet is applied this long after it is made, at most.
     silences_refresh_s: float = 1.0
+    absence_tick_interval_s: float = 1.0  # how often absence rules' quiet groups are looked for
+    absence_tick_rows: int = 100  # quiet groups fired per transaction, between two batches
 
 
 @dataclass(frozen=True)

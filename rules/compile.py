@@ -11,6 +11,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+from rules.absence import compile_absence, is_absence_rule
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
 from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
@@ -21,7 +22,12 @@ from rules.on_retract import compile_on_retract, retract_actions_of
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys
 from rules.stateful import StateMachine
-from rules.template_check import check_templates, context_event_fields, rule_event_fields
+from rules.template_check import (
+    ABSENT_ATTRIBUTES,
+    check_templates,
+    context_event_fields,
+    rule_event_fields,
+)
 from rules.testcase_specs import compile_tests
 from rules.throttle import compile_throttle
 from rules.where import compile_where
@@ -86,7 +92,9 @@ def compile_rule(
     per = _compile_per(expanded.get("per"), sink)
     labels = compile_labels(expanded.get("labels"), sink)
     per = None if per is None else sink.share(("per", per), lambda: per)
-    stateful = "when" in expanded or "throttle" in expanded
+    timed = is_absence_rule(expanded)
+    absence = compile_absence(expanded, per, sink) if timed else None
+    stateful = not timed and ("when" in expanded or "throttle" in expanded)
     machine = _compile_machine(expanded, sink) if stateful else None
     raw_actions, expanded_actions = raw.get("actions"), expanded.get("actions")
     # Nothing expanded (no ${VAR} in the rule): one copy names both.
@@ -117,7 +125,9 @@ def compile_rule(
     )
     if isinstance(expanded_actions, list):
         group_names = per or () if grouping is None else grouping.by
-        extra = DIGEST_CONTEXT if grouping is not None else None
+        extra = dict(DIGEST_CONTEXT) if grouping is not None else {}
+        if timed:
+            extra["absent"] = ABSENT_ATTRIBUTES
 
         def check() -> bool:
             check_templates(expanded_actions, group_names, state_keys, sink, extra=extra)
@@ -125,9 +135,7 @@ def compile_rule(
 
         # Checked once per distinct (actions, per, state): a clean check is all it keeps,
         # so a rule with a template mistake is always checked, and reported, itself.
-        sink.share(
-            ("templates checked", actions_key, group_names, state_keys, extra is None), check
-        )
+        sink.share(("templates checked", actions_key, group_names, state_keys, tuple(extra)), check)
         # on_retract renders from the firing's stored context: it keeps their columns too.
         rendered = [*expanded_actions, *retract_actions_of(expanded)]
         context_fields = sink.share(
@@ -144,6 +152,8 @@ def compile_rule(
     ]
     tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
     if sink.count != before or rule_id is None or on is None or per is None or labels is None:
+        return None
+    if timed and absence is None:
         return None
     logic = {key: expanded.get(key) for key in LOGIC_KEYS}
     read = rule_event_fields(context_fields, *logic.values(), expanded.get("throttle"))
@@ -175,6 +185,7 @@ def compile_rule(
         resolve=resolve,
         on_retract=on_retract,
         labels=labels,
+        absence=absence,
     )
 
 

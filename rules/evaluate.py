@@ -58,6 +58,8 @@ def evaluate_stream(
     """
     clock = fired_at or event_time_iso
     for position, event in enumerate(events):
+        if not isinstance(event, Mapping):  # a rule test's advance step: no event
+            continue
         ceiling = None if trusted_until is None else trusted_until(event)
         for rule in index.matching(event):
             key = rule.group_key(event)

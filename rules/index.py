@@ -179,6 +179,7 @@ class RuleIndex:
         # How many rules read each event column, and how many read them all.
         self._field_uses: Counter[str] = Counter()
         self._all_fields_rules = 0
+        self._absence_rules: dict[str, Rule] = {}
         for _, rule in self._by_id.values():
             self._count_fields(rule, 1)
         self._warm()
@@ -189,6 +190,12 @@ class RuleIndex:
         return order
 
     def _count_fields(self, rule: Rule, sign: int) -> None:
+        # Every rule in and out passes here: the absence rules are kept up to date with it.
+        if rule.absence is not None:
+            if sign > 0:
+                self._absence_rules[rule.id] = rule
+            else:
+                self._absence_rules.pop(rule.id, None)
         if rule.event_fields is None:
             self._all_fields_rules += sign
         else:
@@ -312,6 +319,12 @@ class RuleIndex:
         if self._all_fields_rules:
             return None
         return tuple(name for name in EVENT_FIELDS if name in ON_KEYS or self._field_uses[name] > 0)
+
+    @property
+    def absence_rules(self) -> Mapping[str, Rule]:
+        """The enabled rules with `when.absent` by id (a live view: do not keep it across
+        a change of the index)."""
+        return self._absence_rules
 
     @property
     def rules(self) -> list[Rule]:

@@ -15,6 +15,7 @@ from rules.fields import fold_hex
 from rules.labels import NO_LABELS
 
 if TYPE_CHECKING:
+    from rules.absence import Absence
     from rules.grouping import GroupSpec, ResolveSpec
     from rules.matchers import Predicate
     from rules.stateful import StateMachine
@@ -60,11 +61,20 @@ class RenderExpectation:
 
 
 @dataclass(frozen=True)
+class Advance:
+    """An `{advance: DURATION}` step of a rule test: the clock moves on without an event."""
+
+    seconds: int
+    now: int  # the test's time after it: the last event's timestamp plus the advances
+
+
+@dataclass(frozen=True)
 class RuleTest:
-    """One `tests:` item, with events already completed (defaults and timestamps)."""
+    """One `tests:` item, with events already completed (defaults and timestamps); its
+    steps are events and Advance steps, in the order written."""
 
     name: str
-    events: tuple[Mapping[str, Any], ...]
+    events: tuple[Mapping[str, Any] | Advance, ...]
     fires: tuple[int, ...]
     renders: tuple[RenderExpectation, ...]
     line: int
@@ -146,6 +156,8 @@ class Rule:
     on_retract: tuple[ActionSpec, ...] = ()
     # `labels:` (rules.labels): for templates and silence matchers, never for evaluation.
     labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS, repr=False)
+    # `when: {absent: …}`: fires on time passing (rules.absence), never on an event.
+    absence: Absence | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Rule(id={self.id!r}, source={self.source_file}:{self.source_line})"
@@ -185,12 +197,13 @@ class Rule:
     ) -> Step:
         """Apply `when` then `throttle` for one matching event; pure, never mutates ``state``.
 
-        A stateless rule always fires.  ``state`` None means a fresh group.  An event whose
+        A stateless rule always fires; an absence rule never does (time fires it).
+        ``state`` None means a fresh group.  An event whose
         `timestamp` is later than ``trusted_until`` (the caller's clock plus its allowed
         skew; None trusts every time) advances no time-based state (rules.stateful).
         """
         if self.machine is None:
-            return Step(fired=True, suppressed=False, state=None, template_state={})
+            return Step(fired=self.absence is None, suppressed=False, state=None, template_state={})
         return self.machine.step(event, state, trusted_until)
 
 

@@ -1,9 +1,11 @@
 """Load-time checks of an action's templates: syntax, unknown filters, unknown names.
 
 Everything knowable before an event arrives is checked here, so `engine check` reports it:
-a template may use only `event`, `rule`, `group`, `state`, `fired_at` and names it binds
-itself (loop variables, `set`); `event.X` must be an event column, `group.X` a `per`
-field, `state.X` one of the rule's conditions, `rule.X` one of id, description, owner, labels.
+a template may use only `event`, `rule`, `group`, `state`, `fired_at`, a feature's own
+names (`firings`, `alert`, `absent`, ...) and names it binds itself (loop variables, `set`);
+`event.X` must be an event column, `group.X` a `per` field, `state.X` one of the rule's
+conditions, `rule.X` one of id, description, owner, labels, `absent.X` one of for,
+last_seen_at (absence rules only).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from rules.templates import (
 from rules.yaml_source import Path
 
 RULE_ATTRIBUTES: Final = ("id", "description", "owner", "labels")
+#: What an absence rule's `absent` holds (rules.absence.absence_context).
+ABSENT_ATTRIBUTES: Final = ("for", "last_seen_at")
 
 
 def check_templates(
@@ -39,7 +43,8 @@ def check_templates(
 ) -> None:
     """Report every template mistake in ``actions`` (the ``${VAR}``-expanded list).
 
-    ``extra``: further context names (a digest's `firings`, a resolve's `alert`) with the
+    ``extra``: further context names (a digest's `firings`, a resolve's `alert`,
+    an absence rule's `absent`) with the
     attributes each has, None for a name whose attributes are not checked.
     """
     known: dict[str, Sequence[str] | None] = {
@@ -212,6 +217,7 @@ def _template_problems(
     except TemplateSyntaxError as exc:
         return (f"template error on its line {exc.lineno}: {exc.message}",)
     problems: list[str] = []
+    # A feature's own names (a digest's `firings`, ...) are known only to its rules.
     names = (*CONTEXT_NAMES, *(root for root, _ in known if root not in CONTEXT_NAMES))
     allowed = set(names) | set(environment("none").globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):

@@ -2,7 +2,10 @@
 
 Missing `chain_id`, `registry`, `event_type` default to the rule's first `on` values; a
 missing `timestamp` is one second after the previous event (the first is TEST_START_S);
-`"+N"` is N seconds after the previous event.
+`"+N"` is N seconds after the previous event.  An `{advance: DURATION}` step moves the
+clock on without an event (rules.time_driven): the next event without a timestamp is one
+second after the advanced clock.  A test that begins with an advance starts at
+TEST_START_S.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from rules.durations import DurationError, parse_duration
 from rules.fields import EVENT_FIELDS, suggest
-from rules.model import RenderExpectation, RuleTest
+from rules.model import Advance, RenderExpectation, RuleTest
 from rules.reporting import Problems, shown
 from rules.shapes import check_keys, mapping_at
 from rules.yaml_source import Path
@@ -97,40 +101,66 @@ def _compile_test(
 
 def _events(
     spec: Any, defaults: dict[str, Any], sink: Problems, path: Path
-) -> list[dict[str, Any]] | None:
+) -> list[dict[str, Any] | Advance] | None:
     if not isinstance(spec, list):
         sink.at(path, f"must be a list of event rows (got {shown(spec)})")
         return None
     if len(spec) > MAX_TEST_EVENTS:
         sink.at(path, f"has more than {MAX_TEST_EVENTS} events")
         return None
-    events: list[dict[str, Any]] = []
+    events: list[dict[str, Any] | Advance] = []
     clock = TEST_START_S - 1
     for i, row in enumerate(spec):
-        row = mapping_at(row, sink, (*path, i), "a mapping of event fields")
+        row = mapping_at(row, sink, (*path, i), "a mapping of event fields or {advance: 2h}")
         if row is None:
+            continue
+        if "advance" in row:
+            if not events:
+                clock = TEST_START_S
+            step = _advance(row, clock, sink, (*path, i))
+            if step is not None:
+                clock = step.now
+                events.append(step)
             continue
         for key in row:
             if key not in EVENT_FIELDS:
                 sink.at((*path, i, key), f"is not an event field{suggest(key, EVENT_FIELDS)}")
-        stamp = row.get("timestamp")
-        relative = _RELATIVE.match(stamp) if isinstance(stamp, str) else None
-        if stamp is None:
-            clock += 1
-        elif relative is not None:
-            clock += int(relative.group(1))
-        elif type(stamp) is int:
-            clock = stamp
-        else:
-            sink.at(
-                (*path, i, "timestamp"),
-                "must be unix seconds or '+N' seconds after the previous event "
-                f"(got {shown(stamp)})",
-            )
+        clock = _stamp(row.get("timestamp"), clock, sink, (*path, i, "timestamp"))
         event = {"id": f"test-{i}", "block_number": i + 1, "log_index": 0, **defaults, **row}
         event["timestamp"] = clock
         events.append(event)
     return events
+
+
+def _stamp(stamp: Any, clock: int, sink: Problems, path: Path) -> int:
+    """An event's timestamp: given, relative to the previous step's, or one second later."""
+    relative = _RELATIVE.match(stamp) if isinstance(stamp, str) else None
+    if stamp is None:
+        return clock + 1
+    if relative is not None:
+        return clock + int(relative.group(1))
+    if type(stamp) is int:
+        return stamp
+    sink.at(
+        path,
+        f"must be unix seconds or '+N' seconds after the previous event (got {shown(stamp)})",
+    )
+    return clock
+
+
+def _advance(row: Mapping[str, Any], clock: int, sink: Problems, path: Path) -> Advance | None:
+    if len(row) != 1:
+        others = ", ".join(str(k) for k in row if k != "advance")
+        sink.at(
+            path, f"an advance step has no event fields (got {others}); put them in the next item"
+        )
+        return None
+    try:
+        seconds = parse_duration(row["advance"])
+    except DurationError as exc:
+        sink.at((*path, "advance"), str(exc))
+        return None
+    return Advance(seconds, clock + seconds)
 
 
 def _renders(

@@ -3,13 +3,17 @@
 Each test evaluates its events against a fresh state of its own rule alone, compares the
 indexes of the events that fired with `fires`, and checks `renders` expectations against
 the rendered actions of the n-th firing (``${VAR}`` expanded from ``environ``).
+
+`{advance: DURATION}` steps move the test's clock without an event; what fires on time
+passing is run by rules.time_driven (TimeSteps, which says when each hook is called).
+A firing on an advance counts at that step's index.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rules.envsubst import UnsetVariableError, expand_env
@@ -17,8 +21,9 @@ from rules.errors import TemplateRenderError
 from rules.evaluate import Firing, evaluate_stream
 from rules.grouping import offline_digest_context
 from rules.index import RuleIndex
-from rules.model import RenderExpectation, Rule, RuleTest
+from rules.model import Advance, RenderExpectation, Rule, RuleTest, Step
 from rules.templates import render_action
+from rules.time_driven import TestStates, TimedFiring, TimeSteps
 
 
 @dataclass
@@ -47,10 +52,10 @@ def run_rule_tests(
 
 
 def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> RuleTestResult:
-    """Evaluate one test's events against ``rule`` alone, from fresh state."""
-    index = RuleIndex([_enabled(rule)])
-    firings = [f for f in evaluate_stream(index, test.events, {}) if f.step.fired]
-    actual = [f.event_index for f in firings]
+    """Evaluate one test's steps against ``rule`` alone, from fresh state."""
+    firings = [f for f in evaluate_test_steps(_enabled(rule), test.events) if f.step.fired]
+    # An advance can fire several groups at one step: its index is listed once.
+    actual = sorted({f.event_index for f in firings})
     messages = [m for r in test.renders for m in _check_render(rule, r, firings, environ)]
     return RuleTestResult(
         rule_id=rule.id,
@@ -64,16 +69,54 @@ def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> Rul
     )
 
 
-def _enabled(rule: Rule) -> Rule:
-    if rule.enabled:
-        return rule
-    from dataclasses import replace  # only for the rare disabled rule under test
+def run_test_steps(
+    rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]
+) -> list[tuple[int, dict[str, Any]]]:
+    """(step index, template context) of each firing of ``rule`` (enabled) over ``steps``."""
+    return [(f.event_index, f.context) for f in evaluate_test_steps(rule, steps) if f.step.fired]
 
-    return replace(rule, enabled=True)
+
+def evaluate_test_steps(rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]) -> list[Firing]:
+    """Every firing of ``rule`` (enabled) over a test's ``steps``, suppressed ones too, in
+    order; a firing on an advance step has the step's index (timed_firing)."""
+    index = RuleIndex([rule])
+    states: TestStates = {}
+    timed = TimeSteps([rule], states)
+    firings: list[Firing] = []
+    if steps and timed:
+        first = steps[0]
+        timed.start(first.now - first.seconds if isinstance(first, Advance) else first["timestamp"])
+    for position, step in enumerate(steps):
+        if isinstance(step, Advance):
+            firings += [timed_firing(t, position) for t in timed.advance(step.now)]
+            continue
+        for firing in evaluate_stream(index, (step,), states):
+            firings.append(replace(firing, event_index=position))
+        if timed:
+            timed.event(step, step["timestamp"])
+    return firings
+
+
+def timed_firing(timed: TimedFiring, position: int) -> Firing:
+    """A firing made by time passing as a Firing at ``position``: its event is the one its
+    template context holds (an absence firing's group values and synthetic id)."""
+    event = timed.context.get("event") or {}
+    return Firing(timed.rule, event, position, timed.group_key, timed.group, _TIMED, timed.context)
+
+
+#: The Step of a firing made by time passing: it fired, no throttle, no `when` state.
+_TIMED = Step(fired=True, suppressed=False, state=None, template_state={})
+
+
+def _enabled(rule: Rule) -> Rule:
+    return rule if rule.enabled else replace(rule, enabled=True)
 
 
 def _check_render(
-    rule: Rule, expect: RenderExpectation, firings: list[Firing], environ: Mapping[str, str]
+    rule: Rule,
+    expect: RenderExpectation,
+    firings: list[Firing],
+    environ: Mapping[str, str],
 ) -> list[str]:
     where = f"renders: firing {expect.firing}, action {expect.action}"
     if expect.firing >= len(firings):

@@ -1206,3 +1206,65 @@ SELECT disabled_by, comment, disabled_at, until FROM rule_disables
 -- Silence $1, as `engine silence list` shows it.
 SELECT id, rule_glob, matchers::text AS matchers, ends_at, created_by, comment
   FROM silences WHERE id = $1;
+
+-- name: absence_seen
+-- Absence rules (engine.absence; the table is sql/010_absence.sql).  Times are unix
+-- seconds from the engine's clock, never the database's: the tick and the batches judge
+-- with one clock.
+-- Matching events re-arm their groups: one row per (trigger, group) of a batch.
+INSERT INTO absence_groups (trigger_id, group_key, group_values, org_id, logic_hash,
+                            quiet_since, last_seen_at, due_at)
+SELECT t, g, v::jsonb, o, h, to_timestamp($7), to_timestamp($7), to_timestamp($7 + f)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[])
+       AS u(t, g, v, o, h, f)
+ON CONFLICT (trigger_id, group_key) DO UPDATE
+   SET group_values = EXCLUDED.group_values, logic_hash = EXCLUDED.logic_hash,
+       quiet_since = EXCLUDED.quiet_since, last_seen_at = EXCLUDED.last_seen_at,
+       due_at = EXCLUDED.due_at;
+
+-- name: absence_forget_old_logic
+-- Rules whose logic changed ($1 ids, $2 their logic now) start afresh, as their
+-- trigger_state does (engine.rulebook).
+DELETE FROM absence_groups a
+ USING unnest($1::text[], $2::text[]) AS u(t, h)
+ WHERE a.trigger_id = u.t AND a.logic_hash <> u.h;
+
+-- name: absence_watch
+-- Expected groups, watched from $7 unless already watched.
+INSERT INTO absence_groups (trigger_id, group_key, group_values, org_id, logic_hash,
+                            quiet_since, due_at)
+SELECT t, g, v::jsonb, o, h, to_timestamp($7), to_timestamp($7 + f)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[])
+       AS u(t, g, v, o, h, f)
+ON CONFLICT (trigger_id, group_key) DO NOTHING;
+
+-- name: absence_take_due
+-- The rows due at $1, oldest first, at most $2: disarmed (due again only once seen again)
+-- and returned.  SKIP LOCKED: two engines (a deposed leader and its successor) never
+-- take one row twice; the caller's transaction holds them until it commits.
+WITH due AS (
+    SELECT trigger_id, group_key
+      FROM absence_groups
+     WHERE due_at <= to_timestamp($1)
+     ORDER BY due_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE absence_groups a
+   SET due_at = NULL, fired_at = to_timestamp($1)
+  FROM due
+ WHERE a.trigger_id = due.trigger_id AND a.group_key = due.group_key
+RETURNING a.trigger_id, a.group_key, a.group_values::text AS group_values, a.logic_hash,
+          extract(epoch FROM a.quiet_since)::float8 AS quiet_since,
+          extract(epoch FROM a.last_seen_at)::float8 AS last_seen_at;
+
+-- name: absence_drop
+-- Rows of rules no longer loaded: their watch ends (a rule loaded again starts afresh).
+DELETE FROM absence_groups a
+ USING unnest($1::text[], $2::text[]) AS u(t, g)
+ WHERE a.trigger_id = u.t AND a.group_key = u.g;
+
+-- name: status_absence
+-- `engine status`: absence rules' groups watched, armed (going quiet) and due now.
+SELECT count(*), count(due_at), count(*) FILTER (WHERE due_at <= now())
+  FROM absence_groups;

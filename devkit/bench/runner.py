@@ -15,7 +15,16 @@ import psycopg
 import redis
 from rq import Queue
 
-from devkit.bench import confirmations, digests, evaluation, live, memory, tenants, throughput
+from devkit.bench import (
+    absence,
+    confirmations,
+    digests,
+    evaluation,
+    live,
+    memory,
+    tenants,
+    throughput,
+)
 from devkit.bench.data import (
     EventGenerator,
     chunked,
@@ -78,6 +87,10 @@ class BenchOptions:
     @property
     def memory_rules(self) -> int:
         return 3000 if self.quick else 100_000
+
+    @property
+    def absence_groups(self) -> int:
+        return 2000 if self.quick else 10_000
 
     @property
     def action_jobs(self) -> int:
@@ -162,6 +175,7 @@ SECTIONS = (
     "memory",
     "tenants",
     "digests",
+    "absence",
 )
 
 
@@ -205,6 +219,8 @@ def run_bench(opts: BenchOptions, out: TextIO = sys.stdout) -> int:
                 reset_database(dsn)
                 sizes = digests.DigestSizes.of(opts.quick)
                 digests.measure_digests(sizes, dsn, redis_url, receiver.url, opts.runs, out)
+            if "absence" in sections:
+                _absence(opts, dsn, redis_url, receiver.url, out)
         finally:
             receiver.stop()
     print(f"\nbench finished in {time.monotonic() - began:.0f}s", file=out, flush=True)
@@ -474,6 +490,35 @@ def _memory(
             baseline,
             higher_is_better=False,
             note=f"peak {peak:.0f} MiB, {groups:,} groups",
+        ),
+        out,
+    )
+
+
+#: The most a tick may keep the evaluation waiting (issue 17).
+ABSENCE_PAUSE_TARGET_MS = 50.0
+
+
+def _absence(opts: BenchOptions, dsn: str, redis_url: str, url: str, out: TextIO) -> None:
+    n = opts.absence_groups
+    print_section(f"7. absence rules: {n:,} groups falling due at once", out)
+    reset_database(dsn)
+    run = asyncio.run(absence.measure(dsn, redis_url, url, groups=n))
+    longest = max(run.pauses_ms)
+    print_figure(
+        Figure(
+            "7-absence-pause",
+            "longest tick (the evaluation's pause)",
+            longest,
+            "ms",
+            "a tick with nothing due",
+            median(run.idle_ms),
+            higher_is_better=False,
+            note=f"target <= {ABSENCE_PAUSE_TARGET_MS:.0f} ms:"
+            f" {'met' if longest <= ABSENCE_PAUSE_TARGET_MS else 'NOT met'};"
+            f" {run.fired:,} groups fired in {len(run.pauses_ms)} ticks over"
+            f" {run.elapsed_s:.1f}s between batches of live events ({run.events:,}"
+            f" evaluated), median tick {median(run.pauses_ms):.1f} ms",
         ),
         out,
     )

@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import json
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import asyncpg
@@ -139,7 +140,11 @@ def _moment(field: str, text: str, now: float) -> int:
 def _feed(
     backtest: Backtest, events: list[dict[str, Any]], listed: list[Firing], room: int
 ) -> None:
-    for firing in backtest.feed(events):
+    _list(backtest.feed(events), listed, room)
+
+
+def _list(firings: Iterable[Firing], listed: list[Firing], room: int) -> None:
+    for firing in firings:
         if firing.step.fired and len(listed) < room:
             listed.append(firing)
 
@@ -200,7 +205,9 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
                 timeout_limits_s=settings.action_timeout_limits_s,
             )
         )
-        backtest = Backtest([rule], StoredClock(settings.engine.max_event_future_skew_s, now))
+        backtest = Backtest(
+            [rule], StoredClock(settings.engine.max_event_future_skew_s, now), since=since
+        )
         listed: list[Firing] = []
         complete = True
         deadline = time.monotonic() + bounds.backtest_timeout_s
@@ -220,6 +227,8 @@ async def backtest_rule(rule_id: str, request: Request, wanted: BacktestRequest)
                 if time.monotonic() > deadline:
                     complete = False
                     break
+            if complete:  # time-driven rules (absence): time passes on to `until`
+                _list(backtest.finish(until), listed, room)
         except asyncpg.QueryCanceledError as exc:
             raise ApiError(
                 503,

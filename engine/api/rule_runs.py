@@ -13,7 +13,7 @@ request kind ``rule_test``: ``report_for_request``), which is stopped at the bud
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,9 +22,9 @@ from typing import Any
 from actions.render_jail import main as serve_jailed
 from engine.api.errors import ApiError, ErrorItem
 from engine.api.rule_bodies import compile_tenant_document, parse_rule_text
-from rules import Firing, Rule, RuleIndex, evaluate_stream, render_action
+from rules import Firing, Rule, render_action
 from rules.errors import TemplateRenderError
-from rules.testing import RuleTestResult, run_rule_test
+from rules.testing import RuleTestResult, evaluate_test_steps, run_rule_test
 
 #: The id of a rule under test that was sent without one.
 UNTESTED_ID = "rule-under-test"
@@ -132,9 +132,9 @@ def _test_answer(result: RuleTestResult) -> dict[str, Any]:
     }
 
 
-def _evaluate(rule: Rule, events: Iterable[Any]) -> list[Firing]:
+def _evaluate(rule: Rule, events: Sequence[Any]) -> list[Firing]:
     try:
-        return list(evaluate_stream(RuleIndex([rule]), events, {}))
+        return evaluate_test_steps(rule, events)
     except (TypeError, ValueError, ArithmeticError) as exc:
         # A value the rule cannot use (a mapping where it averages numbers): the author's
         # to fix, and the same message whichever event it was.

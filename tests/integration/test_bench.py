@@ -43,6 +43,7 @@ FIGURES = [
     "t-fairness-p99",
     "d1-digest-messages",
     "d2-digest-eval",
+    "7-absence-pause",
 ]
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
 
