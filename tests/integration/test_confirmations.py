@@ -34,6 +34,8 @@ from tests.processes import (
 )
 
 HELD_CHAIN = 84532  # confirmations: 3
+#: The chain cursors holding rows (engine.confirmations): none once all is evaluated.
+CHAIN_CURSORS = "SELECT count(*) FROM engine_cursors WHERE chain_id IS NOT NULL"
 FAST_CHAIN = 11155111  # confirmations: 0 (the default)
 CHAINS = ChainsSettings(by_id={HELD_CHAIN: ChainSettings(confirmations=3, name="base-sepolia")})
 CHAINS_CONFIG = {HELD_CHAIN: {"confirmations": 3, "name": "base-sepolia"}}
@@ -141,7 +143,8 @@ async def test_a_checkpoint_row_is_the_head_and_releases_without_new_events(
     engine = OneEngine(database_url)
     with sql.connect(database_url) as conn:
         set_checkpoint(conn, HELD_CHAIN, 100)
-        # Written in an order other than the blocks': released by block, log index.
+        # Written in an order other than the blocks': evaluated in cursor order, each row
+        # after those of its chain before it.
         late = write_event(conn, HELD_CHAIN, 101, log_index=0)
         early = [write_event(conn, HELD_CHAIN, 100, log_index=i) for i in (1, 0)]
         fast = write_event(conn, FAST_CHAIN, 5)  # no confirmations: evaluated at once
@@ -152,15 +155,15 @@ async def test_a_checkpoint_row_is_the_head_and_releases_without_new_events(
     result = await engine.batch()
     assert (result.read, result.released) == (0, 0)
     with sql.connect(database_url) as conn:
-        set_checkpoint(conn, HELD_CHAIN, 103)
+        set_checkpoint(conn, HELD_CHAIN, 103)  # block 100 is deep, but 101 comes first
     result = await engine.batch()
-    assert (result.read, result.released, result.events) == (0, 2, 2)
-    assert fired(database_url) == [fast, early[1], early[0]]
+    assert (result.read, result.released, result.events) == (0, 0, 0)
     with sql.connect(database_url) as conn:
-        set_checkpoint(conn, HELD_CHAIN, 110)
-    await engine.batch()
-    assert fired(database_url) == [fast, early[1], early[0], late]
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 0
+        set_checkpoint(conn, HELD_CHAIN, 104)
+    result = await engine.batch()
+    assert (result.read, result.released, result.events) == (0, 3, 3)
+    assert fired(database_url) == [fast, late, *early]
+    assert query_value(database_url, CHAIN_CURSORS) == 0
 
 
 async def test_a_rewrite_is_evaluated_once_with_its_last_content_a_delete_never(
@@ -178,12 +181,13 @@ async def test_a_rewrite_is_evaluated_once_with_its_last_content_a_delete_never(
         conn.execute(b"DELETE FROM events WHERE id = $1", (gone,))
         write_event(conn, HELD_CHAIN, 51, log_index=0, score=12)
         write_event(conn, HELD_CHAIN, 52, log_index=0, score=13)
-    await engine.batch()
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 4
+    result = await engine.batch()
+    assert (result.read, result.held, result.events) == (3, 3, 0)
     with sql.connect(database_url) as conn:
         set_checkpoint(conn, HELD_CHAIN, 60)
     result = await engine.batch()
-    assert (result.released, result.dropped, result.events) == (4, 1, 3)
+    # The id's two rows are read; the second lends the first its content and is dropped.
+    assert (result.released, result.rewrites) == (4, 1)
     # Counted once: the third event is the one at block 52, not the rewrite; and the
     # rewrite's content is the one evaluated.
     rows = query_all(
@@ -205,7 +209,7 @@ async def test_a_rewrite_read_once_deep_enough_waits_with_its_held_id(database_u
         write_event(conn, HELD_CHAIN, 51, log_index=0, score=12)
         write_event(conn, HELD_CHAIN, 52, log_index=0, score=13)
     result = await engine.batch()
-    assert (result.read, result.released, result.events) == (3, 1, 3)
+    assert (result.read, result.released, result.rewrites) == (3, 4, 1)
     rows = query_all(database_url, "SELECT trigger_id, event_id FROM action_results ORDER BY id")
     assert rows == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-52-0")]
 
@@ -303,7 +307,7 @@ def test_fires_only_3_deep_and_a_0_confirmation_chain_does_not_wait(
         wait_for_ids(webhook_receiver, [held])
         time.sleep(1.0)
     assert sorted(d["id"] for d in delivered(webhook_receiver)) == sorted([fast, held])
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 0
+    assert query_value(database_url, CHAIN_CURSORS) == 0
 
 
 def test_a_reorg_before_confirmation_fires_once_with_the_new_content(
@@ -317,9 +321,13 @@ def test_a_reorg_before_confirmation_fires_once_with_the_new_content(
             replaced = write_event(conn, HELD_CHAIN, 200, score=10)
             removed = write_event(conn, HELD_CHAIN, 200, log_index=1, score=11)
         wait_until(
-            lambda: query_value(database_url, "SELECT count(*) FROM held_events") == 2,
-            what="both held",
+            lambda: query_value(
+                database_url, "SELECT events FROM engine_cursors WHERE chain_id IS NULL"
+            )
+            == 2,
+            what="both read and held",
         )
+        assert query_value(database_url, CHAIN_CURSORS) == 1
         with psycopg.connect(database_url, autocommit=False) as conn:  # the indexer's reorg
             conn.execute("DELETE FROM events WHERE id = %s", (removed,))
             conn.execute(
@@ -362,7 +370,7 @@ def test_kill_9_while_events_are_held_each_fires_exactly_once(
                     what="every row read",
                 )
                 engine.kill()
-            assert query_value(database_url, "SELECT count(*) FROM held_events") > 0
+            assert query_value(database_url, CHAIN_CURSORS) == 1  # some still held
         with engine_processes(config, tmp_path, ["run"]):
             with sql.connect(database_url) as conn:
                 set_checkpoint(conn, HELD_CHAIN, 400)
