@@ -226,6 +226,81 @@ async def test_confirmations_back_to_0_release_what_an_earlier_run_held(
     assert fired(database_url) == [held]
 
 
+async def test_a_second_row_of_a_held_id_is_evaluated_once_with_its_content(
+    database_url: str,
+) -> None:
+    engine = OneEngine(database_url, rules=COUNT_RULE)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 70)
+        first = write_event(conn, HELD_CHAIN, 70, score=10)
+        write_event(conn, HELD_CHAIN, 70, log_index=1, score=11)
+    await engine.batch()
+    with sql.connect(database_url) as conn:  # the id written again, nothing deleted
+        write_event(conn, HELD_CHAIN, 70, score=99, block_hash="0xnew")
+    result = await engine.batch()
+    assert (result.read, result.events) == (1, 0)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 73)
+        write_event(conn, HELD_CHAIN, 71, score=12)  # the third of agent 7, not the rewrite
+    await engine.batch()
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 80)
+    await engine.batch()
+    rows = query_all(
+        database_url, "SELECT trigger_id, event_id, context::text FROM action_results ORDER BY id"
+    )
+    assert [r[:2] for r in rows] == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-71-0")]
+    assert json.loads(rows[1][2])["state"]["count"] == 3
+    assert query_value(database_url, "SELECT count(*) FROM event_reorgs WHERE kind = 'rewrite'") == 1
+
+
+async def test_confirmations_0_then_3_then_0_across_restarts_lose_and_double_nothing(
+    database_url: str,
+) -> None:
+    written: list[str] = []
+    on = ChainsSettings(by_id={HELD_CHAIN: ChainSettings(confirmations=3)})
+    block = 500
+    for chains in (ChainsSettings(), on, ChainsSettings(), on, ChainsSettings()):
+        engine = OneEngine(database_url, chains=chains)  # a restart with the new config
+        for _ in range(2):
+            with sql.connect(database_url) as conn:
+                set_checkpoint(conn, HELD_CHAIN, block)
+                written += [write_event(conn, HELD_CHAIN, block, log_index=i) for i in (0, 1)]
+                written.append(write_event(conn, FAST_CHAIN, block))
+            block += 2  # events 2 blocks deep: some held at 3 confirmations
+            await engine.batch()
+    await OneEngine(database_url, chains=ChainsSettings()).batch()
+    assert sorted(fired(database_url)) == sorted(written)
+    assert query_value(database_url, CHAIN_CURSORS) == 0
+
+
+async def test_a_rare_chain_s_cursor_waits_just_before_its_held_row(database_url: str) -> None:
+    engine = OneEngine(database_url)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 900)
+        busy = [write_event(conn, FAST_CHAIN, 10, log_index=i) for i in range(30)]
+        rare = write_event(conn, HELD_CHAIN, 900)
+        busy += [write_event(conn, FAST_CHAIN, 11, log_index=i) for i in range(30)]
+    await engine.batch()
+    position = "SELECT txid::text, seq FROM engine_cursors WHERE name = $1"
+    held_at = query_all(database_url, "SELECT txid::text, seq FROM events WHERE id = $1", rare)
+    # Not where the batch began: the 30 busy rows before it are never read for it again.
+    assert query_all(database_url, position, "main@chain:84532") == [
+        (held_at[0][0], held_at[0][1] - 1)
+    ]
+    with sql.connect(database_url) as conn:
+        busy += [write_event(conn, FAST_CHAIN, 12, log_index=i) for i in range(30)]
+    result = await engine.batch()  # the head has not moved: the rare chain is not read
+    assert (result.read, result.held, result.released) == (30, 0, 0)
+    assert query_all(database_url, position, "main@chain:84532")[0][1] == held_at[0][1] - 1
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 903)
+    result = await engine.batch()
+    assert (result.read, result.released) == (0, 1)
+    assert fired(database_url) == [*busy, rare]
+    assert query_value(database_url, CHAIN_CURSORS) == 0
+
+
 def feedback_config(
     tmp_path: Path,
     database_url: str,
