@@ -33,8 +33,8 @@ evaluates what it returns and calls ``committed`` after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -47,6 +47,10 @@ from sql import query
 #: rules name (not created_at: a datetime in every event would cost each batch more than
 #: holding does).
 HOLD_FIELDS = ("id", "chain_id", "block_number")
+#: The most rows a chain cursor keeps in memory of those it waits on (read by the main
+#: cursor, not evaluated yet), per batch-size rows: beyond, the chain is read again
+#: from the table when its rows are due.
+WAITING_KEPT_PER_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class ChainCursor:
     chain_id: int
     position: CursorPosition
     blocked_at: int | None = None  # None: not known, the next batch reads the chain
+    # The chain's rows after ``position`` up to the main cursor, as the main cursor read
+    # them, when known (None: read them from the table).  A row the indexer changes is
+    # a removal (sql/007), which makes the batch read the chain again.
+    waiting: tuple[asyncpg.Record, ...] | None = None
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Confirmations:
         self.cursor_name = cursor_name
         self._cursors: dict[int, ChainCursor] | None = None  # None: read in the next batch
         self._uncommitted: dict[int, ChainCursor | None] = {}  # None: dropped
+        self._columns: tuple[str, ...] | None = None  # what the waiting rows hold
 
     def columns(self, columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
         """The columns the main cursor must read for ``columns`` (None: all of them)."""
@@ -118,6 +127,10 @@ class Confirmations:
             }
         self._uncommitted = {}
         cursors = self._cursors
+        if columns != self._columns:  # rows of another shape cannot join this batch's
+            self._columns = columns
+            for chain_id, cursor in cursors.items():
+                cursors[chain_id] = replace(cursor, waiting=None)
         if not cursors and not self.chains.holds_any:
             return Sorted(rows=rows, passed=[start] * len(rows))
         confirmations_of = self.chains.confirmations_of
@@ -186,13 +199,20 @@ class Confirmations:
             and chain_id not in touched
             and (head is None or head - cursor.blocked_at < n)
         ):
-            return [], len(read)  # still waiting for the same row: nothing to read
+            # Still waiting for the same row: nothing to read.
+            if cursor.waiting is not None and read:
+                self._uncommitted[chain_id] = replace(
+                    cursor, waiting=_kept((*cursor.waiting, *read), limit)
+                )
+            return [], len(read)
         # Without confirmations (any more), the main cursor evaluates the batch's rows.
         bound = end if n > 0 else start
         at = start if cursor is None else cursor.position
         candidates: list[asyncpg.Record] = []
         reached_start = True
-        if at != start:
+        if cursor is not None and cursor.waiting is not None and chain_id not in touched:
+            candidates = list(cursor.waiting)
+        elif at != start:
             candidates = list(
                 await conn.fetch(
                     read_batch_query(columns, "read_chain_batch"),
@@ -238,6 +258,7 @@ class Confirmations:
             bound,
             len(taken),
             None if blocked is None else blocked["block_number"],
+            _kept(candidates[len(taken) :], limit) if reached_start and n > 0 else None,
         )
         return _with_last_content(taken, candidates, deep), held
 
@@ -251,6 +272,7 @@ class Confirmations:
         bound: CursorPosition,
         evaluated: int,
         blocked_at: int | None,
+        waiting: tuple[asyncpg.Record, ...] | None,
     ) -> None:
         """Create, advance or drop the chain's cursor row, optimistically."""
         name = self.name_of(chain_id)
@@ -279,7 +301,7 @@ class Confirmations:
             )  # fmt: skip
             if status != "UPDATE 1":
                 self._moved(name)
-        self._uncommitted[chain_id] = ChainCursor(chain_id, position, blocked_at)
+        self._uncommitted[chain_id] = ChainCursor(chain_id, position, blocked_at, waiting)
 
     def _moved(self, name: str) -> None:
         self._cursors = None
@@ -298,6 +320,11 @@ class Confirmations:
     def forget(self) -> None:
         """Another engine may have led meanwhile: read the chain cursors again."""
         self._cursors = None
+
+
+def _kept(rows: Sequence[asyncpg.Record], limit: int) -> tuple[asyncpg.Record, ...] | None:
+    """``rows`` to keep in memory, or None when there are too many."""
+    return tuple(rows) if len(rows) <= WAITING_KEPT_PER_BATCH * limit else None
 
 
 def _with_last_content(
