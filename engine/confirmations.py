@@ -166,9 +166,9 @@ class Confirmations:
                 limit,
                 touched,
             )
-            cursor = cursors.get(chain_id)
+            before = cursors.get(chain_id)
             result.rows += taken
-            result.passed += [start if cursor is None else cursor.position] * len(taken)
+            result.passed += [start if before is None else before.position] * len(taken)
             result.held += held
         result.released = len(result.rows)
         result.rows += fresh

@@ -70,7 +70,11 @@ class DaemonCollector(Collector):
         blocker = await pool.fetchrow(query("metrics_blocker"), timeout=timeout_s)
         self.blocker_pid = 0 if blocker is None else int(blocker["pid"])
         self.blocker_s = 0.0 if blocker is None else float(blocker["running_for_s"])
-        self.chains = list(await pool.fetch(query("status_chains"), self.daemon.settings.engine.cursor_name, timeout=timeout_s))
+        self.chains = list(
+            await pool.fetch(
+                query("status_chains"), self.daemon.settings.engine.cursor_name, timeout=timeout_s
+            )
+        )
 
     def collect(self) -> Iterator[Any]:
         d = self.daemon

@@ -251,7 +251,9 @@ async def test_a_second_row_of_a_held_id_is_evaluated_once_with_its_content(
     )
     assert [r[:2] for r in rows] == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-71-0")]
     assert json.loads(rows[1][2])["state"]["count"] == 3
-    assert query_value(database_url, "SELECT count(*) FROM event_reorgs WHERE kind = 'rewrite'") == 1
+    assert (
+        query_value(database_url, "SELECT count(*) FROM event_reorgs WHERE kind = 'rewrite'") == 1
+    )
 
 
 async def test_confirmations_0_then_3_then_0_across_restarts_lose_and_double_nothing(
@@ -396,10 +398,12 @@ def test_a_reorg_before_confirmation_fires_once_with_the_new_content(
             replaced = write_event(conn, HELD_CHAIN, 200, score=10)
             removed = write_event(conn, HELD_CHAIN, 200, log_index=1, score=11)
         wait_until(
-            lambda: query_value(
-                database_url, "SELECT events FROM engine_cursors WHERE chain_id IS NULL"
-            )
-            == 2,
+            lambda: (
+                query_value(
+                    database_url, "SELECT events FROM engine_cursors WHERE chain_id IS NULL"
+                )
+                == 2
+            ),
             what="both read and held",
         )
         assert query_value(database_url, CHAIN_CURSORS) == 1

@@ -18,7 +18,6 @@ from engine.migrate import migrate
 from tests.timescaledb_server import TimescaleServer, open_pool
 
 
-
 @pytest.fixture
 def timescale_dsn() -> Iterator[str]:
     """A fresh TimescaleDB (in memory) of this test's own, migrated."""
