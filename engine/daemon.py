@@ -69,9 +69,8 @@ class DaemonStats:
     enqueue_failures: int = 0
     digests: int = 0  # digests queued (engine.digests)
     resolved_by_after: int = 0  # alerts resolved by `resolve.after` (engine.resolves)
-    held: int = 0  # rows held for confirmations
-    released: int = 0  # held ids released (evaluated, or dropped when deleted meanwhile)
-    dropped: int = 0
+    held: int = 0  # rows read that waited for their confirmations (per batch, summed)
+    released: int = 0  # rows evaluated through chain cursors (engine.confirmations)
     last_event_timestamp: int | None = None
 
 
@@ -436,7 +435,6 @@ class Daemon:
         s.restarts += result.restarts
         self._count_reorgs(result)
         s.held, s.released = s.held + result.held, s.released + result.released
-        s.dropped += result.dropped
         if result.last_event_timestamp is not None:
             s.last_event_timestamp = result.last_event_timestamp
 

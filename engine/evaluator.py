@@ -31,7 +31,7 @@ from engine.action_rows import (
 from engine.chains_config import ChainsSettings
 from engine.config import EngineTunables
 from engine.confirmations import Confirmations
-from engine.cursor import Cursor, CursorPosition
+from engine.cursor import Cursor, CursorMovedError, CursorPosition
 from engine.digests import DigestBatch
 from engine.event_rows import events_from_rows
 from engine.firing_quota import FiringQuota
@@ -84,8 +84,7 @@ class BatchResult:
     last_event_timestamp: int | None = None
     read: int = 0  # rows the cursor read (held ones included)
     held: int = 0  # rows held for confirmations (engine.confirmations)
-    released: int = 0  # held ids released (evaluated now, or dropped: deleted meanwhile)
-    dropped: int = 0
+    released: int = 0  # rows evaluated through chain cursors (engine.confirmations)
 
     def caught_up(self, batch_size: int) -> bool:
         """Whether the batch found less to do than it could: no need for another now."""
@@ -105,7 +104,7 @@ class Evaluator:
         chains: ChainsSettings | None = None,
     ) -> None:
         self.cursor = Cursor(cursor_name)
-        self.confirmations = Confirmations(chains or ChainsSettings())
+        self.confirmations = Confirmations(chains or ChainsSettings(), cursor_name)
         self.batch_size = batch_size
         self.write_chunk_rows = write_chunk_rows
         self.max_event_future_skew_s = max_event_future_skew_s
@@ -175,12 +174,19 @@ class Evaluator:
             columns = self.confirmations.columns(index.event_fields)
             start = self.cursor.position
             assert start is not None
-            removals = await process_removals(conn, index, start)
+            removals = await process_removals(conn, index, start, self.cursor.name)
             rows, end = await self.cursor.read_and_advance(conn, limit, columns, horizon=horizon)
             result.read = len(rows)
-            rows = await self._hold_and_release(conn, rows, columns, start, end, limit, result)
-            if rows:
-                await self._evaluate(conn, rows, index, result, copy=copy, start=start)
+            try:
+                done = await self.confirmations.sort(
+                    conn, rows, columns, start, end or start, limit, removals.chains
+                )
+            except CursorMovedError:
+                self.cursor.position = None
+                raise
+            result.held, result.released = done.held, done.released
+            if done.rows:
+                await self._evaluate(conn, done.rows, index, result, copy=copy, passed=done.passed)
             result.rewrites += removals.rewrites
             result.retractions = removals.retractions
             result.action_ids += removals.action_ids
@@ -192,23 +198,6 @@ class Evaluator:
             self.cursor.position = end
         return result
 
-    async def _hold_and_release(
-        self,
-        conn: asyncpg.Connection,
-        rows: list[asyncpg.Record],
-        columns: tuple[str, ...] | None,
-        start: CursorPosition,
-        end: CursorPosition | None,
-        limit: int,
-        result: BatchResult,
-    ) -> list[asyncpg.Record]:
-        """The rows to evaluate now (engine.confirmations holds the others)."""
-        done = await self.confirmations.hold_and_release(
-            conn, rows, columns, start, end or start, limit
-        )
-        result.held, result.released, result.dropped = done.held, done.released, done.dropped
-        return done.rows
-
     async def _evaluate(
         self,
         conn: asyncpg.Connection,
@@ -217,15 +206,12 @@ class Evaluator:
         result: BatchResult,
         *,
         copy: bool,
-        start: CursorPosition,
+        passed: list[CursorPosition],
     ) -> None:
         events = events_from_rows(rows)
         self.noise.silenced.clear()  # a batch evaluated again starts afresh
         result.events = len(events)
-        # The released held events come first (engine.confirmations).
-        rows, events, result.rewrites = await drop_rewritten(
-            conn, rows, events, start, released=result.released - result.dropped
-        )
+        rows, events, result.rewrites = await drop_rewritten(conn, rows, events, passed)
         if not events:
             return
         for position, problems in unusual_rows(rows, events):

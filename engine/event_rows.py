@@ -44,8 +44,9 @@ def columns_read(columns: tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def read_batch_query(columns: tuple[str, ...] | None) -> str:
-    """sql/queries.sql's read_batch template, selecting ``columns`` (None: every column).
+def read_batch_query(columns: tuple[str, ...] | None, name: str = "read_batch") -> str:
+    """sql/queries.sql's read_batch template (or ``name``, one with the same
+    placeholders), selecting ``columns`` (None: every column).
 
     Anything that is not an event column is refused.  The cursor columns stay last (see
     events_from_rows).
@@ -60,7 +61,7 @@ def read_batch_query(columns: tuple[str, ...] | None) -> str:
         " || ' characters' END END"
         for n in unread
     )
-    return query("read_batch").format(
+    return query(name).format(
         columns=", ".join(f'"{name}"' for name in wanted),
         unread_checks=f"nullif(concat_ws('; ', {checks}), '')" if unread else "NULL::text",
     )

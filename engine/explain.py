@@ -210,7 +210,7 @@ async def explain_event(
     event, txid, seq = await load_event(conn, event_id)
     name = id_of or engine_id
     chosen = choose_rules(rules, event, only, name)
-    passed = await conn.fetchrow(query("explain_cursor"), cursor, txid, seq)
+    passed = await conn.fetchrow(query("explain_cursor"), cursor, txid, seq, event.get("chain_id"))
     trusted_until = StoredClock(skew_s, time.time()).trusted_until(event)
     keys = [(r.id, r.group_key(event)) for r in chosen]
     stored = await conn.fetch(query("explain_states"), [k[0] for k in keys], [k[1] for k in keys])

@@ -70,7 +70,11 @@ class DaemonCollector(Collector):
         blocker = await pool.fetchrow(query("metrics_blocker"), timeout=timeout_s)
         self.blocker_pid = 0 if blocker is None else int(blocker["pid"])
         self.blocker_s = 0.0 if blocker is None else float(blocker["running_for_s"])
-        self.chains = list(await pool.fetch(query("status_chains"), timeout=timeout_s))
+        self.chains = list(
+            await pool.fetch(
+                query("status_chains"), self.daemon.settings.engine.cursor_name, timeout=timeout_s
+            )
+        )
 
     def collect(self) -> Iterator[Any]:
         d = self.daemon
@@ -104,10 +108,9 @@ class DaemonCollector(Collector):
             ("engine_events_held", "Rows held for confirmations when read", s.held),
             (
                 "engine_held_events_released",
-                "Held events released: evaluated, or dropped when the indexer deleted them",
+                "Events evaluated once their confirmations were reached",
                 s.released,
             ),
-            ("engine_held_events_dropped", "Held events deleted before confirmation", s.dropped),
             ("engine_listener_reconnects", "Listener reconnects", d.listener.reconnects),
             (
                 "engine_batches_restarted",

@@ -6,10 +6,10 @@ Two periodic jobs:
   ``events`` older than ``events_days`` are deleted in batches (each its own short
   transaction, so no statement holds locks for long); on TimescaleDB, event chunks are
   dropped whole instead, up to a cutoff no later than the oldest event still to be
-  evaluated.  Retention never deletes an event that a cursor has not passed or that is
-  held for confirmations (``held_events``, when that table exists), nor an action that
-  is still queued, running or retrying.  The log of rule changes (``trigger_changes``)
-  is kept ``trigger_changes_days``.
+  evaluated.  Retention never deletes an event that a cursor has not passed (a chain
+  cursor of engine.confirmations: of its chain; so no event waiting for its
+  confirmations goes), nor an action that is still queued, running or retrying.  The log
+  of rule changes (``trigger_changes``) is kept ``trigger_changes_days``.
 - **statistics**: the plain materialized views ``events_hourly`` and
   ``action_metrics_hourly`` are refreshed (``CONCURRENTLY`` once populated, so readers
   never wait).  A TimescaleDB continuous aggregate is left to TimescaleDB's own policy.
@@ -67,9 +67,8 @@ async def events_is_hypertable(pool: Any) -> bool:
     return bool(await pool.fetchval(query("retention_hypertable_check")))
 
 
-async def _drop_event_chunks(pool: Any, days: int, held: bool) -> int:
-    cutoff_query = "retention_event_chunks_cutoff" + ("_not_held" if held else "")
-    cutoff = await pool.fetchval(query(cutoff_query), days)
+async def _drop_event_chunks(pool: Any, days: int) -> int:
+    cutoff = await pool.fetchval(query("retention_event_chunks_cutoff"), days)
     if cutoff is None:  # no cursor yet: nothing has been evaluated, nothing may go
         return 0
     dropped = await pool.fetchval(
@@ -82,14 +81,11 @@ async def apply_retention(pool: Any, settings: RetentionSettings) -> RetentionRe
     """Delete (or drop) what is older than the configured ages; returns what went."""
     report = RetentionReport()
     batch = settings.delete_batch_size
-    # The confirmations migration may or may not be applied: ask, then name the table.
-    held = bool(await pool.fetchval(query("retention_held_events_exists")))
     if await events_is_hypertable(pool):
-        report.event_chunks_dropped = await _drop_event_chunks(pool, settings.events_days, held)
+        report.event_chunks_dropped = await _drop_event_chunks(pool, settings.events_days)
     else:
-        delete_query = "retention_delete_events" + ("_not_held" if held else "")
         report.events_deleted = await _delete_in_batches(
-            pool, delete_query, settings.events_days, batch
+            pool, "retention_delete_events", settings.events_days, batch
         )
     report.action_results_deleted = await _delete_in_batches(
         pool, "retention_delete_action_results", settings.action_results_days, batch

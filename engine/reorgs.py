@@ -48,6 +48,7 @@ class RemovalsResult:
     retractions: int = 0
     action_ids: list[int] = field(default_factory=list)  # on_retract rows to enqueue
     action_orgs: dict[int, int] = field(default_factory=dict)
+    chains: set[int] = field(default_factory=set)  # chains of the removed rows
 
 
 @dataclass
@@ -64,27 +65,25 @@ async def drop_rewritten(
     conn: asyncpg.Connection,
     rows: Sequence[asyncpg.Record],
     events: list[dict[str, Any]],
-    start: CursorPosition,
-    *,
-    released: int = 0,
+    passed: Sequence[CursorPosition],
 ) -> tuple[list[asyncpg.Record], list[dict[str, Any]], int]:
-    """The batch without the rows whose id was evaluated before ``start`` or earlier in
-    the batch; those are recorded as rewrites.  Returns (rows, events, rewrites).
+    """The batch without the rows whose id was evaluated before or earlier in the batch;
+    those are recorded as rewrites.  Returns (rows, events, rewrites).
 
-    The first ``released`` rows are events held for confirmations and released now: the
-    cursor passed their rows while they were held, not evaluated, so they are not checked
-    against earlier rows (engine.confirmations evaluates each held id once).
+    ``passed``, per row: the position, before the batch, of the cursor evaluating it (the
+    main cursor, or a chain cursor of engine.confirmations): what it had passed of the
+    row's chain was evaluated.
     """
     ids = [event.get("id") for event in events]
-    checked = ids[released:]
-    seen = (
-        {
-            r[0]
-            for r in await conn.fetch(query("reorg_evaluated_ids"), checked, start.txid, start.seq)
-        }
-        if checked
-        else set()
-    )
+    seen = {
+        r[0]
+        for r in await conn.fetch(
+            query("reorg_evaluated_ids"),
+            ids,
+            [p.txid for p in passed],
+            [p.seq for p in passed],
+        )
+    }
     if not seen and len(set(ids)) == len(ids):
         return list(rows), events, 0
     kept_rows: list[asyncpg.Record] = []
@@ -109,15 +108,18 @@ async def drop_rewritten(
 
 
 async def process_removals(
-    conn: asyncpg.Connection, index: RuleIndex, start: CursorPosition
+    conn: asyncpg.Connection, index: RuleIndex, start: CursorPosition, cursor_name: str
 ) -> RemovalsResult:
-    """Take the recorded removals and act on them (see the module docstring)."""
+    """Take the recorded removals and act on them (see the module docstring).  ``start``:
+    the main cursor's position, named ``cursor_name``; a chain holding rows for
+    confirmations is judged by its own cursor (engine.confirmations)."""
     result = RemovalsResult()
     removals = await conn.fetch(
-        query("reorg_take_removals"), start.txid, start.seq, REMOVALS_PER_BATCH
+        query("reorg_take_removals"), start.txid, start.seq, REMOVALS_PER_BATCH, cursor_name
     )
     if not removals:
         return result
+    result.chains = {r["chain_id"] for r in removals if r["chain_id"] is not None}
     records: list[tuple[Any, ...]] = []
     retractions: dict[str, _Retraction] = {}
     for r in removals:

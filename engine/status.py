@@ -108,7 +108,9 @@ def _chains_status(conn: sql.Connection, settings: Settings) -> list[dict[str, A
     comes from, its held events and how long the oldest has waited (engine.confirmations)."""
     chains = settings.chains
     found = {}
-    for chain_id, head, source, held, lowest, oldest_s in sql.fetch_all(conn, "status_chains"):
+    for chain_id, head, source, held, lowest, oldest_s in sql.fetch_all(
+        conn, "status_chains", settings.engine.cursor_name
+    ):
         n = chains.confirmations_of(chain_id)
         found[chain_id] = {
             "chain_id": chain_id,

@@ -255,7 +255,7 @@ SELECT status, count(*) AS n FROM action_results GROUP BY status;
 SELECT c.name, c.txid::text AS txid, c.seq, c.events, c.updated_at,
        (SELECT count(*) FROM events e WHERE (e.txid, e.seq) > (c.txid, c.seq)) AS pending,
        pg_snapshot_xmin(pg_current_snapshot())::text AS xmin
-  FROM engine_cursors c ORDER BY c.name;
+  FROM engine_cursors c WHERE c.chain_id IS NULL ORDER BY c.name;
 
 -- name: ping
 SELECT 1;
@@ -326,6 +326,7 @@ SELECT c.name, c.txid::text AS txid, c.seq, c.events, c.updated_at,
   FROM engine_cursors c
  CROSS JOIN LATERAL (SELECT count(*) AS pending, min(e."timestamp") AS oldest_ts
                        FROM events e WHERE (e.txid, e.seq) > (c.txid, c.seq)) p
+ WHERE c.chain_id IS NULL  -- chain cursors: `engine status` shows them per chain
  ORDER BY c.name;
 
 -- name: status_event_rate
@@ -344,29 +345,18 @@ SELECT extract(epoch FROM now() - min(created_at))::bigint FROM action_results
 -- name: retention_delete_events
 -- One batch of events older than $1 days, by insert time.  An event that some cursor
 -- has not evaluated yet is never deleted (no event is skipped, even by retention), and
--- nothing is deleted before any cursor exists.  The conditions sit inside the LIMIT so
--- that old rows which must stay never fill a batch and stop the rows behind them.
+-- nothing is deleted before any cursor exists; a chain cursor (engine.confirmations)
+-- keeps only its own chain's rows.  The conditions sit inside the LIMIT so that old rows
+-- which must stay never fill a batch and stop the rows behind them.
 -- `marked` tells the removal trigger (sql/007_reorgs.sql) that ageing out is not a
 -- reorg, for this statement's transaction.
 DELETE FROM events e
  USING (SELECT o.id, o.created_at FROM events o
          WHERE o.created_at < now() - make_interval(days => $1)
            AND EXISTS (SELECT 1 FROM engine_cursors)
-           AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
-         ORDER BY o.created_at
-         LIMIT $2) old,
-       (SELECT set_config('engine.deleting_for', 'retention', true)) marked
- WHERE e.id = old.id AND e.created_at = old.created_at;
-
--- name: retention_delete_events_not_held
--- retention_delete_events, when `held_events` exists: an event held for confirmations
--- has been passed by the cursor but is still to be evaluated, so it stays too.
-DELETE FROM events e
- USING (SELECT o.id, o.created_at FROM events o
-         WHERE o.created_at < now() - make_interval(days => $1)
-           AND EXISTS (SELECT 1 FROM engine_cursors)
-           AND NOT EXISTS (SELECT 1 FROM engine_cursors c WHERE (o.txid, o.seq) > (c.txid, c.seq))
-           AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = o.id)
+           AND NOT EXISTS (SELECT 1 FROM engine_cursors c
+                            WHERE (o.txid, o.seq) > (c.txid, c.seq)
+                              AND (c.chain_id IS NULL OR c.chain_id = o.chain_id))
          ORDER BY o.created_at
          LIMIT $2) old,
        (SELECT set_config('engine.deleting_for', 'retention', true)) marked
@@ -404,31 +394,18 @@ SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable
                 WHERE schema_name = current_schema() AND table_name = 'events');
 
--- name: retention_held_events_exists
--- `held_events` (confirmations) is created by a later migration: ask before naming it.
-SELECT to_regclass('held_events') IS NOT NULL;
-
 -- name: retention_event_chunks_cutoff
 -- TimescaleDB drops whole chunks, all of whose rows are older than a cutoff.  The cutoff
--- is $1 days ago, or earlier: the insert time of the oldest event that the slowest
--- cursor has not passed, so that no chunk holding such an event goes.  NULL before any
--- cursor exists: nothing may go then.  (txid, seq) > the slowest cursor is the same as
--- "some cursor has not passed it", and uses events_cursor_idx.
-WITH slowest AS (SELECT txid, seq FROM engine_cursors ORDER BY txid, seq LIMIT 1)
-SELECT least(now() - make_interval(days => $1),
-             (SELECT min(e.created_at) FROM events e, slowest s
-               WHERE (e.txid, e.seq) > (s.txid, s.seq)))
-  FROM slowest;
-
--- name: retention_event_chunks_cutoff_not_held
--- retention_event_chunks_cutoff, when `held_events` exists: no earlier than the oldest
--- held event either (held_events.created_at is its events row's created_at).
-WITH slowest AS (SELECT txid, seq FROM engine_cursors ORDER BY txid, seq LIMIT 1)
-SELECT least(now() - make_interval(days => $1),
-             (SELECT min(e.created_at) FROM events e, slowest s
-               WHERE (e.txid, e.seq) > (s.txid, s.seq)),
-             (SELECT min(h.created_at) FROM held_events h))
-  FROM slowest;
+-- is $1 days ago, or earlier: the insert time of the oldest event that some cursor has
+-- not passed (for a chain cursor: of its chain), so that no chunk holding such an event
+-- goes.  NULL before any cursor exists: nothing may go then.  Each cursor's look uses
+-- events_cursor_idx from its position on.
+SELECT least(now() - make_interval(days => $1), min(waiting.created_at))
+  FROM engine_cursors c
+ CROSS JOIN LATERAL (SELECT min(e.created_at) AS created_at FROM events e
+                      WHERE (e.txid, e.seq) > (c.txid, c.seq)
+                        AND (c.chain_id IS NULL OR e.chain_id = c.chain_id)) waiting
+HAVING count(*) > 0;
 
 -- name: retention_drop_event_chunks
 -- TimescaleDB: whole chunks that end before $1 (a cutoff from the query above) go at
@@ -888,10 +865,10 @@ UPDATE open_alerts SET resolve_at = to_timestamp($3) WHERE trigger_id = $1 AND g
 
 -- name: reorg_take_removals
 -- The removals committed so far (at most $3), taken: deleted in the batch's transaction,
--- so each is processed once.  `evaluated`: the cursor ($1, $2) had passed the row.
--- `still_there`: another row of the id that the cursor passed is still in events (a
--- duplicate was deleted, the event was not).  An id held for confirmations was passed,
--- not evaluated: engine.confirmations releases it with its final row, or drops it.
+-- so each is processed once.  `evaluated`: the cursor that evaluates the row's chain had
+-- passed the row: the chain's cursor ($4 || '@chain:' || chain id) while it holds rows
+-- for confirmations, else the main one ($1, $2).  `still_there`: another row of the id
+-- that cursor passed is still in events (a duplicate was deleted, the event was not).
 WITH taken AS (
     DELETE FROM event_removals
      WHERE seq IN (SELECT seq FROM event_removals ORDER BY seq LIMIT $3)
@@ -899,25 +876,27 @@ WITH taken AS (
               row_txid, row_seq, at
 )
 SELECT t.event_id, t.op, t.chain_id, t.block_number, t.block_hash, t.new_block_hash, t.at,
-       (t.row_txid, t.row_seq) <= ($1::text::xid8, $2::bigint)
-           AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = t.event_id)
-           AS evaluated,
+       (t.row_txid, t.row_seq) <= (p.txid, p.seq) AS evaluated,
        EXISTS (SELECT 1 FROM events e
-                WHERE e.id = t.event_id
-                  AND (e.txid, e.seq) <= ($1::text::xid8, $2::bigint)) AS still_there
+                WHERE e.id = t.event_id AND (e.txid, e.seq) <= (p.txid, p.seq)) AS still_there
   FROM taken t
+  LEFT JOIN engine_cursors c ON c.name = $4 || '@chain:' || t.chain_id
+ CROSS JOIN LATERAL (SELECT coalesce(c.txid, $1::text::xid8) AS txid,
+                            coalesce(c.seq, $2::bigint) AS seq) p
  ORDER BY t.seq;
 
 -- name: reorg_evaluated_ids
--- Which of a batch's ids ($1) were evaluated before: a row of the id the cursor has
--- passed ($2, $3), or an evaluated row of it that was deleted (a retraction).  One
--- index probe per id (events' primary key starts with id), written as a join so the
--- planner never trades them for a scan of the whole table filtered by the array.
--- (LATERAL ... LIMIT 1 for events: `= ANY` or EXISTS there became a scan of all of it.)
+-- Which of a batch's ids ($1) were evaluated before: a row of the id that the cursor
+-- evaluating it had passed ($2, $3: that cursor's position, one per id: the main cursor
+-- or the chain cursor of engine.confirmations), or an evaluated row of it that was
+-- deleted (a retraction).  One index probe per id (events' primary key starts with id),
+-- written as a join so the planner never trades them for a scan of the whole table
+-- filtered by the array.  (LATERAL ... LIMIT 1 for events: `= ANY` or EXISTS there
+-- became a scan of all of it.)
 SELECT u.id
-  FROM unnest($1::text[]) AS u(id)
+  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, txid, seq)
  CROSS JOIN LATERAL (SELECT 1 FROM events e
-                      WHERE e.id = u.id AND (e.txid, e.seq) <= ($2::text::xid8, $3::bigint)
+                      WHERE e.id = u.id AND (e.txid, e.seq) <= (u.txid::xid8, u.seq)
                       LIMIT 1) passed
 UNION
 SELECT r.event_id FROM event_reorgs r
@@ -977,10 +956,12 @@ SELECT (SELECT count(*) FROM digest_groups WHERE due_at IS NOT NULL) AS groups_p
        (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM digest_groups) AS next_due_s,
        (SELECT count(*) FROM open_alerts) AS open_alerts;
 
--- name: chain_heads_note
--- Confirmations (engine.confirmations): the highest block number the cursor has read per
--- chain ($1 chains, $2 the batch's highest block of each), kept; then each chain's head:
--- its `checkpoints` row (the indexer's word) when there is one, else that highest block.
+-- name: chain_heads
+-- Confirmations (engine.confirmations): the highest block number the main cursor has read
+-- per chain ($1 chains, $2 the batch's highest block of each), kept; then the head of
+-- each chain of $3: its `checkpoints` row (the indexer's word) when there is one, else
+-- the highest block read.  (The main query sees the table as before the insert: `seen`
+-- has what the insert wrote.)
 WITH seen AS (
     INSERT INTO chain_heads_seen AS s (chain_id, highest_block)
     SELECT * FROM unnest($1::bigint[], $2::bigint[])
@@ -988,67 +969,49 @@ WITH seen AS (
        SET highest_block = greatest(s.highest_block, EXCLUDED.highest_block), updated_at = now()
     RETURNING chain_id, highest_block
 )
-SELECT seen.chain_id, coalesce(cp.last_block_number, seen.highest_block) AS head
-  FROM seen LEFT JOIN checkpoints cp USING (chain_id);
+SELECT c.chain_id,
+       coalesce(cp.last_block_number, seen.highest_block, s.highest_block) AS head
+  FROM unnest($3::bigint[]) AS c(chain_id)
+  LEFT JOIN seen USING (chain_id)
+  LEFT JOIN chain_heads_seen s USING (chain_id)
+  LEFT JOIN checkpoints cp USING (chain_id);
 
--- name: hold_events
--- The ids the batch holds (engine.confirmations decides which), one array per column, one
--- row per id: ON CONFLICT cannot update a row twice in one statement.  created_at: the
--- earliest of the batch's rows ($5, $6 to $7, $8: the cursor's positions before and after
--- it), no later than any events row of the id the cursor has read, so retention keeps
--- every such row by keeping what is newer than held_events' oldest created_at.
-WITH since AS (
-    SELECT min(created_at) AS t FROM events
-     WHERE (txid, seq) > ($5::text::xid8, $6::bigint)
-       AND (txid, seq) <= ($7::text::xid8, $8::bigint)
-)
-INSERT INTO held_events AS h (event_id, chain_id, block_number, log_index, created_at)
-SELECT u.*, coalesce(since.t, now())
-  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[])
-       AS u(event_id, chain_id, block_number, log_index), since
-ON CONFLICT (event_id) DO UPDATE
-   SET chain_id = EXCLUDED.chain_id, block_number = EXCLUDED.block_number,
-       log_index = EXCLUDED.log_index, created_at = least(h.created_at, EXCLUDED.created_at);
+-- name: chain_cursors
+-- The chain cursors of the main cursor $1: the chains holding rows for confirmations.
+SELECT chain_id, txid::text AS txid, seq FROM engine_cursors
+ WHERE chain_id IS NOT NULL AND name = $1 || '@chain:' || chain_id;
 
--- name: held_event_ids
-SELECT event_id FROM held_events;
+-- name: chain_cursor_create
+-- A chain starts holding rows: its cursor, created in the batch's transaction.  No row
+-- back: another engine created it meanwhile (engine.confirmations stops the batch).
+INSERT INTO engine_cursors (name, chain_id, txid, seq, events)
+VALUES ($1, $2, $3::text::xid8, $4, $5)
+ON CONFLICT (name) DO NOTHING
+RETURNING name;
 
--- name: release_held_events
--- The held ids now deep enough ($1 chains and $2 their confirmations, $3 the default for
--- the others; 0 releases at once), at most $6 in (block_number, log_index) order, deleted
--- and returned with each id's latest row among those the cursor has passed ($4, $5: its
--- position in this transaction); a row that comes later is the cursor's to read.  An id
--- with no such row left (the indexer deleted it) comes back with NULL columns: dropped.
--- A template: engine.confirmations fills in {columns} from rules.fields.EVENT_FIELDS
--- names only, with the internal columns last as in read_batch; its id is the held id,
--- so that a dropped one is named too.
-WITH due AS (
-    SELECT h.event_id
-      FROM held_events h
-      LEFT JOIN chain_heads_seen s USING (chain_id)
-      LEFT JOIN checkpoints cp USING (chain_id)
-      LEFT JOIN unnest($1::bigint[], $2::int[]) AS c(chain_id, confirmations) USING (chain_id)
-     WHERE coalesce(c.confirmations, $3) = 0
-        OR coalesce(cp.last_block_number, s.highest_block) - h.block_number
-           >= coalesce(c.confirmations, $3)
-     ORDER BY h.block_number, h.log_index
-     LIMIT $6
-), released AS (
-    DELETE FROM held_events h USING due WHERE h.event_id = due.event_id
-    RETURNING h.event_id
-)
-SELECT {columns}, NULL::text AS _unread, e.txid::text AS _txid, e.seq AS _seq
-  FROM released r
-  LEFT JOIN LATERAL (
-      SELECT * FROM events x
-       WHERE x.id = r.event_id AND (x.txid, x.seq) <= ($4::text::xid8, $5::bigint)
-       ORDER BY x.txid DESC, x.seq DESC
-       LIMIT 1) e ON true
- ORDER BY e.block_number, e.log_index;
+-- name: chain_cursor_drop
+-- A chain cursor that reached the main cursor holds nothing: gone, optimistically (only
+-- from the position this engine knows).
+DELETE FROM engine_cursors WHERE name = $1 AND txid = $2::text::xid8 AND seq = $3;
+
+-- name: read_chain_batch
+-- One chain's rows ($6) after its cursor ($1, $2) and not beyond $4, $5 (a position the
+-- main cursor has reached: gap-safety is the main cursor's), at most $3, in cursor order.
+-- events_cursor_idx bounds the scan on both sides.  A template like read_batch, filled in
+-- by engine.event_rows.read_batch_query with the same columns in the same order.
+SELECT {columns},
+       {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
+  FROM events
+ WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
+   AND (txid, seq) <= ($4::text::xid8, $5::bigint)
+   AND chain_id = $6
+ ORDER BY txid, seq
+ LIMIT $3;
 
 -- name: status_chains
--- Per chain the cursor has noted a head for: its head and where it comes from, and its
--- held events (how many, the lowest block, how long the oldest has waited).
+-- Per chain with a head noted or a chain cursor: its head and where it comes from, and
+-- what its cursor holds: the chain's rows between it and the main cursor ($1), the
+-- lowest block among them and how long the oldest has waited (since its insert).
 SELECT s.chain_id, coalesce(cp.last_block_number, s.highest_block) AS head,
        CASE WHEN cp.chain_id IS NULL THEN 'highest block seen' ELSE 'checkpoints' END
            AS head_source,
@@ -1056,9 +1019,14 @@ SELECT s.chain_id, coalesce(cp.last_block_number, s.highest_block) AS head,
        coalesce(h.oldest_held_s, 0) AS oldest_held_s
   FROM chain_heads_seen s
   LEFT JOIN checkpoints cp USING (chain_id)
-  LEFT JOIN (SELECT chain_id, count(*) AS held, min(block_number) AS lowest_block,
-                    extract(epoch FROM now() - min(held_at))::bigint AS oldest_held_s
-               FROM held_events GROUP BY chain_id) h USING (chain_id)
+  LEFT JOIN LATERAL (
+      SELECT count(*) AS held, min(e.block_number) AS lowest_block,
+             extract(epoch FROM now() - min(e.created_at))::bigint AS oldest_held_s
+        FROM engine_cursors c
+        JOIN engine_cursors m ON m.name = $1
+        JOIN events e ON (e.txid, e.seq) > (c.txid, c.seq) AND (e.txid, e.seq) <= (m.txid, m.seq)
+                     AND e.chain_id = c.chain_id
+       WHERE c.name = $1 || '@chain:' || s.chain_id) h ON true
  ORDER BY s.chain_id;
 
 -- Explain (engine.explain): read-only, also run by `engine api` as a tenant -----------
@@ -1078,7 +1046,13 @@ SELECT id, chain_id, block_number, block_hash, transaction_hash, log_index, regi
  LIMIT 1;
 
 -- name: explain_cursor
-SELECT (c.txid, c.seq) >= ($2::text::xid8, $3::bigint) AS passed, c.updated_at, c.events
+-- Whether cursor $1 evaluated the row at ($2, $3) of chain $4: passed it, and, for a chain
+-- holding rows for confirmations, its chain cursor passed it too (engine.confirmations).
+SELECT (c.txid, c.seq) >= ($2::text::xid8, $3::bigint)
+       AND NOT EXISTS (SELECT 1 FROM engine_cursors h
+                        WHERE h.name = $1 || '@chain:' || $4::bigint
+                          AND (h.txid, h.seq) < ($2::text::xid8, $3::bigint)) AS passed,
+       c.updated_at, c.events
   FROM engine_cursors c
  WHERE c.name = $1;
 

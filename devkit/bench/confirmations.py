@@ -81,7 +81,7 @@ async def _rate(
     try:
         async with daemon.pool.acquire() as conn:
             await evaluation.reset(conn, redis_url)
-            await conn.execute("TRUNCATE held_events, chain_heads_seen, checkpoints")
+            await conn.execute("TRUNCATE chain_heads_seen, checkpoints")
             await _set_heads(conn, LOW_HEAD if head is None else head)
         daemon.evaluator = Evaluator("bench", batch, chains=chains)
         started = time.perf_counter()

@@ -34,6 +34,8 @@ from tests.processes import (
 )
 
 HELD_CHAIN = 84532  # confirmations: 3
+#: The chain cursors holding rows (engine.confirmations): none once all is evaluated.
+CHAIN_CURSORS = "SELECT count(*) FROM engine_cursors WHERE chain_id IS NOT NULL"
 FAST_CHAIN = 11155111  # confirmations: 0 (the default)
 CHAINS = ChainsSettings(by_id={HELD_CHAIN: ChainSettings(confirmations=3, name="base-sepolia")})
 CHAINS_CONFIG = {HELD_CHAIN: {"confirmations": 3, "name": "base-sepolia"}}
@@ -141,7 +143,8 @@ async def test_a_checkpoint_row_is_the_head_and_releases_without_new_events(
     engine = OneEngine(database_url)
     with sql.connect(database_url) as conn:
         set_checkpoint(conn, HELD_CHAIN, 100)
-        # Written in an order other than the blocks': released by block, log index.
+        # Written in an order other than the blocks': evaluated in cursor order, each row
+        # after those of its chain before it.
         late = write_event(conn, HELD_CHAIN, 101, log_index=0)
         early = [write_event(conn, HELD_CHAIN, 100, log_index=i) for i in (1, 0)]
         fast = write_event(conn, FAST_CHAIN, 5)  # no confirmations: evaluated at once
@@ -152,15 +155,15 @@ async def test_a_checkpoint_row_is_the_head_and_releases_without_new_events(
     result = await engine.batch()
     assert (result.read, result.released) == (0, 0)
     with sql.connect(database_url) as conn:
-        set_checkpoint(conn, HELD_CHAIN, 103)
+        set_checkpoint(conn, HELD_CHAIN, 103)  # block 100 is deep, but 101 comes first
     result = await engine.batch()
-    assert (result.read, result.released, result.events) == (0, 2, 2)
-    assert fired(database_url) == [fast, early[1], early[0]]
+    assert (result.read, result.released, result.events) == (0, 0, 0)
     with sql.connect(database_url) as conn:
-        set_checkpoint(conn, HELD_CHAIN, 110)
-    await engine.batch()
-    assert fired(database_url) == [fast, early[1], early[0], late]
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 0
+        set_checkpoint(conn, HELD_CHAIN, 104)
+    result = await engine.batch()
+    assert (result.read, result.released, result.events) == (0, 3, 3)
+    assert fired(database_url) == [fast, late, *early]
+    assert query_value(database_url, CHAIN_CURSORS) == 0
 
 
 async def test_a_rewrite_is_evaluated_once_with_its_last_content_a_delete_never(
@@ -178,12 +181,13 @@ async def test_a_rewrite_is_evaluated_once_with_its_last_content_a_delete_never(
         conn.execute(b"DELETE FROM events WHERE id = $1", (gone,))
         write_event(conn, HELD_CHAIN, 51, log_index=0, score=12)
         write_event(conn, HELD_CHAIN, 52, log_index=0, score=13)
-    await engine.batch()
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 4
+    result = await engine.batch()
+    assert (result.read, result.held, result.events) == (3, 3, 0)
     with sql.connect(database_url) as conn:
         set_checkpoint(conn, HELD_CHAIN, 60)
     result = await engine.batch()
-    assert (result.released, result.dropped, result.events) == (4, 1, 3)
+    # The id's two rows are read; the second lends the first its content and is dropped.
+    assert (result.released, result.rewrites) == (4, 1)
     # Counted once: the third event is the one at block 52, not the rewrite; and the
     # rewrite's content is the one evaluated.
     rows = query_all(
@@ -205,7 +209,7 @@ async def test_a_rewrite_read_once_deep_enough_waits_with_its_held_id(database_u
         write_event(conn, HELD_CHAIN, 51, log_index=0, score=12)
         write_event(conn, HELD_CHAIN, 52, log_index=0, score=13)
     result = await engine.batch()
-    assert (result.read, result.released, result.events) == (3, 1, 3)
+    assert (result.read, result.released, result.rewrites) == (3, 4, 1)
     rows = query_all(database_url, "SELECT trigger_id, event_id FROM action_results ORDER BY id")
     assert rows == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-52-0")]
 
@@ -220,6 +224,83 @@ async def test_confirmations_back_to_0_release_what_an_earlier_run_held(
     result = await OneEngine(database_url, chains=ChainsSettings()).batch()
     assert (result.released, result.events) == (1, 1)
     assert fired(database_url) == [held]
+
+
+async def test_a_second_row_of_a_held_id_is_evaluated_once_with_its_content(
+    database_url: str,
+) -> None:
+    engine = OneEngine(database_url, rules=COUNT_RULE)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 70)
+        first = write_event(conn, HELD_CHAIN, 70, score=10)
+        write_event(conn, HELD_CHAIN, 70, log_index=1, score=11)
+    await engine.batch()
+    with sql.connect(database_url) as conn:  # the id written again, nothing deleted
+        write_event(conn, HELD_CHAIN, 70, score=99, block_hash="0xnew")
+    result = await engine.batch()
+    assert (result.read, result.events) == (1, 0)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 73)
+        write_event(conn, HELD_CHAIN, 71, score=12)  # the third of agent 7, not the rewrite
+    await engine.batch()
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 80)
+    await engine.batch()
+    rows = query_all(
+        database_url, "SELECT trigger_id, event_id, context::text FROM action_results ORDER BY id"
+    )
+    assert [r[:2] for r in rows] == [("score-99", first), ("third-feedback", f"{HELD_CHAIN}-71-0")]
+    assert json.loads(rows[1][2])["state"]["count"] == 3
+    assert (
+        query_value(database_url, "SELECT count(*) FROM event_reorgs WHERE kind = 'rewrite'") == 1
+    )
+
+
+async def test_confirmations_0_then_3_then_0_across_restarts_lose_and_double_nothing(
+    database_url: str,
+) -> None:
+    written: list[str] = []
+    on = ChainsSettings(by_id={HELD_CHAIN: ChainSettings(confirmations=3)})
+    block = 500
+    for chains in (ChainsSettings(), on, ChainsSettings(), on, ChainsSettings()):
+        engine = OneEngine(database_url, chains=chains)  # a restart with the new config
+        for _ in range(2):
+            with sql.connect(database_url) as conn:
+                set_checkpoint(conn, HELD_CHAIN, block)
+                written += [write_event(conn, HELD_CHAIN, block, log_index=i) for i in (0, 1)]
+                written.append(write_event(conn, FAST_CHAIN, block))
+            block += 2  # events 2 blocks deep: some held at 3 confirmations
+            await engine.batch()
+    await OneEngine(database_url, chains=ChainsSettings()).batch()
+    assert sorted(fired(database_url)) == sorted(written)
+    assert query_value(database_url, CHAIN_CURSORS) == 0
+
+
+async def test_a_rare_chain_s_cursor_waits_just_before_its_held_row(database_url: str) -> None:
+    engine = OneEngine(database_url)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 900)
+        busy = [write_event(conn, FAST_CHAIN, 10, log_index=i) for i in range(30)]
+        rare = write_event(conn, HELD_CHAIN, 900)
+        busy += [write_event(conn, FAST_CHAIN, 11, log_index=i) for i in range(30)]
+    await engine.batch()
+    position = "SELECT txid::text, seq FROM engine_cursors WHERE name = $1"
+    held_at = query_all(database_url, "SELECT txid::text, seq FROM events WHERE id = $1", rare)
+    # Not where the batch began: the 30 busy rows before it are never read for it again.
+    assert query_all(database_url, position, "main@chain:84532") == [
+        (held_at[0][0], held_at[0][1] - 1)
+    ]
+    with sql.connect(database_url) as conn:
+        busy += [write_event(conn, FAST_CHAIN, 12, log_index=i) for i in range(30)]
+    result = await engine.batch()  # the head has not moved: the rare chain is not read
+    assert (result.read, result.held, result.released) == (30, 0, 0)
+    assert query_all(database_url, position, "main@chain:84532")[0][1] == held_at[0][1] - 1
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 903)
+    result = await engine.batch()
+    assert (result.read, result.released) == (0, 1)
+    assert fired(database_url) == [*busy, rare]
+    assert query_value(database_url, CHAIN_CURSORS) == 0
 
 
 def feedback_config(
@@ -303,7 +384,7 @@ def test_fires_only_3_deep_and_a_0_confirmation_chain_does_not_wait(
         wait_for_ids(webhook_receiver, [held])
         time.sleep(1.0)
     assert sorted(d["id"] for d in delivered(webhook_receiver)) == sorted([fast, held])
-    assert query_value(database_url, "SELECT count(*) FROM held_events") == 0
+    assert query_value(database_url, CHAIN_CURSORS) == 0
 
 
 def test_a_reorg_before_confirmation_fires_once_with_the_new_content(
@@ -317,9 +398,15 @@ def test_a_reorg_before_confirmation_fires_once_with_the_new_content(
             replaced = write_event(conn, HELD_CHAIN, 200, score=10)
             removed = write_event(conn, HELD_CHAIN, 200, log_index=1, score=11)
         wait_until(
-            lambda: query_value(database_url, "SELECT count(*) FROM held_events") == 2,
-            what="both held",
+            lambda: (
+                query_value(
+                    database_url, "SELECT events FROM engine_cursors WHERE chain_id IS NULL"
+                )
+                == 2
+            ),
+            what="both read and held",
         )
+        assert query_value(database_url, CHAIN_CURSORS) == 1
         with psycopg.connect(database_url, autocommit=False) as conn:  # the indexer's reorg
             conn.execute("DELETE FROM events WHERE id = %s", (removed,))
             conn.execute(
@@ -362,7 +449,7 @@ def test_kill_9_while_events_are_held_each_fires_exactly_once(
                     what="every row read",
                 )
                 engine.kill()
-            assert query_value(database_url, "SELECT count(*) FROM held_events") > 0
+            assert query_value(database_url, CHAIN_CURSORS) == 1  # some still held
         with engine_processes(config, tmp_path, ["run"]):
             with sql.connect(database_url) as conn:
                 set_checkpoint(conn, HELD_CHAIN, 400)

@@ -26,9 +26,19 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-def _events(n: int, *, agent: int) -> list[dict[str, object]]:
+HELD_CHAIN = 84532  # a chain whose events wait for confirmations
+OTHER_CHAIN = 8453
+
+
+def _events(n: int, *, agent: int, chain: int = OTHER_CHAIN) -> list[dict[str, object]]:
     return [
-        {"registry": "reputation", "event_type": "NewFeedback", "agent_id": agent, "score": i}
+        {
+            "registry": "reputation",
+            "event_type": "NewFeedback",
+            "agent_id": agent,
+            "score": i,
+            "chain_id": chain,
+        }
         for i in range(n)
     ]
 
@@ -142,26 +152,22 @@ def test_engine_run_refreshes_statistics_and_applies_retention(
 async def test_batched_retention_spares_held_events_and_is_not_stopped_by_rows_it_keeps(
     database_url: str, pool: asyncpg.Pool
 ) -> None:
-    # held_events as the confirmations migration (sql/006) defines it at least.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS held_events (
-                   event_id TEXT NOT NULL, chain_id BIGINT NOT NULL,
-                   block_number BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"""
-        )
+    insert_events(database_url, _events(3, agent=2, chain=HELD_CHAIN))  # old, held: kept
     insert_events(database_url, _events(5, agent=1))  # old, evaluated: deleted
-    insert_events(database_url, _events(3, agent=2))  # old, evaluated, held: kept
     _advance_cursor_past_everything(database_url)
     insert_events(database_url, _events(3, agent=3))  # old, not evaluated yet: kept
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # The chain cursor of engine.confirmations, waiting just before agent 2's rows; the
+        # rows of other chains after it are the main cursor's, passed.
+        conn.execute(
+            """INSERT INTO engine_cursors (name, chain_id, txid, seq)
+               SELECT 'main@chain:' || chain_id, chain_id, min(txid), min(seq) - 1
+                 FROM events WHERE agent_id = 2 GROUP BY chain_id"""
+        )
         # The rows that must stay are the oldest: they come first in every batch.
         conn.execute(f"UPDATE events SET created_at = {OLD} WHERE agent_id = 1")
         conn.execute(
             f"UPDATE events SET created_at = {OLD} - interval '9 days' WHERE agent_id <> 1"
-        )
-        conn.execute(
-            """INSERT INTO held_events (event_id, chain_id, block_number, created_at)
-               SELECT id, chain_id, block_number, created_at FROM events WHERE agent_id = 2"""
         )
 
     report = await apply_retention(pool, RetentionSettings(events_days=365, delete_batch_size=2))

@@ -17,12 +17,6 @@ from engine.maintenance import apply_retention, events_is_hypertable, refresh_st
 from engine.migrate import migrate
 from tests.timescaledb_server import TimescaleServer, open_pool
 
-# held_events as the confirmations migration (sql/006) defines it at least (see
-# notes/round3-contract.md); created here so that this test needs no other branch.
-HELD_EVENTS = """CREATE TABLE IF NOT EXISTS held_events (
-                     event_id TEXT NOT NULL, chain_id BIGINT NOT NULL,
-                     block_number BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"""
-
 
 @pytest.fixture
 def timescale_dsn() -> Iterator[str]:
@@ -46,16 +40,17 @@ async def pool(timescale_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         pool.terminate()  # the server does not answer a Terminate message: no close()
 
 
-async def _insert_event(pool: asyncpg.Pool, name: str, days_ago: float) -> None:
+async def _insert_event(pool: asyncpg.Pool, name: str, days_ago: float, chain: int = 1) -> None:
     """One event, in its own transaction (so a cursor can stand between two of them)."""
     await pool.execute(
         """INSERT INTO events (id, chain_id, block_number, block_hash, transaction_hash,
                                log_index, registry, event_type, agent_id, "timestamp",
                                score, created_at)
-           VALUES ($1, 1, 1, '0xb', '0xt', 0, 'reputation', 'NewFeedback', 7, 0, 50,
+           VALUES ($1, $3, 1, '0xb', '0xt', 0, 'reputation', 'NewFeedback', 7, 0, 50,
                    now() - make_interval(secs => $2 * 86400))""",
         name,
         days_ago,
+        chain,
     )
 
 
@@ -119,14 +114,10 @@ async def _check_aggregate_and_its_policy(pool: asyncpg.Pool) -> None:
 async def test_chunk_retention_spares_events_a_cursor_has_not_passed_and_held_events(
     pool: asyncpg.Pool,
 ) -> None:
-    await pool.execute(HELD_EVENTS)
     # One event per 7-day chunk, oldest first; `recent` is inside the retention period.
+    # h is of chain 2, whose events wait for confirmations.
     for name, days_ago in [("a", 400), ("h", 390), ("b", 380), ("c", 370), ("recent", 1)]:
-        await _insert_event(pool, name, days_ago)
-    await pool.execute(
-        """INSERT INTO held_events (event_id, chain_id, block_number, created_at)
-           SELECT id, chain_id, block_number, created_at FROM events WHERE id = 'h'"""
-    )
+        await _insert_event(pool, name, days_ago, chain=2 if name == "h" else 1)
     settings = RetentionSettings(events_days=365)
     chunks = "SELECT count(*) FROM show_chunks('events')"
     assert await pool.fetchval(chunks) == 5
@@ -137,11 +128,16 @@ async def test_chunk_retention_spares_events_a_cursor_has_not_passed_and_held_ev
 
     # a, h and b evaluated; h held for confirmations; c not evaluated yet.
     await _cursor_past(pool, "b")
+    await pool.execute(  # chain 2's cursor (engine.confirmations), waiting for h
+        """INSERT INTO engine_cursors (name, chain_id, txid, seq)
+           SELECT 'main@chain:2', 2, txid, seq - 1 FROM events WHERE id = 'h'"""
+    )
     report = await apply_retention(pool, settings)
     assert report.event_chunks_dropped == 1
     assert await _event_ids(pool) == ["b", "c", "h", "recent"]
 
-    await pool.execute("DELETE FROM held_events")  # h confirmed and evaluated
+    # h confirmed and evaluated: its chain cursor reached the main one and went.
+    await pool.execute("DELETE FROM engine_cursors WHERE chain_id = 2")
     report = await apply_retention(pool, settings)
     assert report.event_chunks_dropped == 2
     assert await _event_ids(pool) == ["c", "recent"]
