@@ -113,13 +113,18 @@ class Confirmations:
         end: CursorPosition,
         limit: int,
         touched: set[int],
+        *,
+        release: bool = True,
     ) -> Sorted:
         """The rows to evaluate now, in the caller's transaction: each chain cursor's
         rows now deep enough (at most ``limit`` read per chain beyond this batch's),
         then the batch's rows of chains without confirmations, in cursor order.
         ``rows``: what the main cursor read with ``columns``, from ``start`` to ``end``;
         ``touched``: chains with rows the indexer deleted or updated (what a chain cursor
-        waits for may have changed).  The caller calls ``committed`` after its commit."""
+        waits for may have changed).  ``release`` False: no chain cursor's row is
+        evaluated (every row of a confirmed chain waits), for the daemon's one-by-one
+        search of a row that cannot be recorded, which must look at the main cursor's
+        rows alone.  The caller calls ``committed`` after its commit."""
         if self._cursors is None:
             self._cursors = {
                 r["chain_id"]: ChainCursor(r["chain_id"], CursorPosition(r["txid"], r["seq"]))
@@ -147,8 +152,10 @@ class Confirmations:
                 highest[chain_id] = row["block_number"]
         looked_at = sorted(set(by_chain) | set(cursors))
         confirmed = [c for c in looked_at if confirmations_of(c) > 0]
-        heads: dict[int, int | None] = {}
-        if confirmed:
+        heads: dict[int, int | None] = {}  # no head: nothing is deep enough
+        if not release:
+            looked_at = [c for c in looked_at if confirmations_of(c) > 0]
+        elif confirmed:
             found = await conn.fetch(
                 query("chain_heads"), list(highest), list(highest.values()), confirmed
             )

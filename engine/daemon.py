@@ -349,7 +349,11 @@ class Daemon:
             async with self.pool.acquire() as conn:
                 try:
                     result = await self.evaluator.run_batch(
-                        conn, index, limit=1 if isolating else None, tenants=self.tenants
+                        conn,
+                        index,
+                        limit=1 if isolating else None,
+                        tenants=self.tenants,
+                        isolating=bool(isolating),
                     )
                 except POISON_ERRORS as exc:
                     isolating = await self._isolate(conn, isolating, exc)

@@ -132,8 +132,11 @@ class Evaluator:
         *,
         limit: int | None = None,
         tenants: TenantRules | None = None,
+        isolating: bool = False,
     ) -> BatchResult:
         """Evaluate one batch (``limit`` rows at most) and commit it; returns what happened.
+        ``isolating``: the daemon looks for a row that cannot be recorded among the main
+        cursor's rows, one at a time; chain cursors release nothing meanwhile.
 
         Action rows are written by COPY, which cannot skip a row already there (an event id
         the indexer wrote twice, see the insert_actions query).  Such a batch rolls back
@@ -151,7 +154,9 @@ class Evaluator:
         copy, restarts = True, 0
         while True:
             try:
-                result = await self._run_batch(conn, index, limit, copy=copy, tenants=tenants)
+                result = await self._run_batch(
+                    conn, index, limit, copy=copy, tenants=tenants, isolating=isolating
+                )
             except EventWrittenTwice:
                 copy = False
                 restarts += 1
@@ -167,6 +172,7 @@ class Evaluator:
         *,
         copy: bool,
         tenants: TenantRules | None,
+        isolating: bool,
     ) -> BatchResult:
         result = BatchResult()
         async with conn.transaction():
@@ -179,7 +185,14 @@ class Evaluator:
             result.read = len(rows)
             try:
                 done = await self.confirmations.sort(
-                    conn, rows, columns, start, end or start, limit, removals.chains
+                    conn,
+                    rows,
+                    columns,
+                    start,
+                    end or start,
+                    limit,
+                    removals.chains,
+                    release=not isolating,
                 )
             except CursorMovedError:
                 self.cursor.position = None

@@ -457,3 +457,33 @@ def test_kill_9_while_events_are_held_each_fires_exactly_once(
             time.sleep(1.0)
     assert sorted(d["id"] for d in delivered(webhook_receiver)) == sorted(ids)
     assert sorted(fired(database_url)) == sorted(ids)
+
+
+def test_a_held_row_that_cannot_be_recorded_skips_no_other_chains_row(
+    tmp_path: Path, database_url: str, redis_url: str, webhook_receiver: WebhookReceiver
+) -> None:
+    """The daemon looks for a row whose evaluation cannot be recorded among the main
+    cursor's rows, one at a time, and skips it; a held row released meanwhile would make
+    every one of those single-row batches fail, and innocent rows be skipped."""
+    config = feedback_config(tmp_path, database_url, redis_url, webhook_receiver)
+    with sql.connect(database_url) as conn:
+        set_checkpoint(conn, HELD_CHAIN, 500)
+        poison = write_event(conn, HELD_CHAIN, 500)  # held: 0 deep
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE action_results ADD CONSTRAINT refuse_poison"
+            f" CHECK (event_id <> '{poison}')"  # type: ignore[arg-type]
+        )
+    with engine_processes(config, tmp_path, ["run"], ["worker"]) as (engine, _worker):
+        rules_loaded(database_url)
+        wait_until(lambda: query_value(database_url, CHAIN_CURSORS) == 1, what="held")
+        with sql.connect(database_url) as conn:
+            set_checkpoint(conn, HELD_CHAIN, 503)  # deep now: released with the rows below
+            fast = [write_event(conn, FAST_CHAIN, 900 + i) for i in range(4)]
+        wait_for_ids(webhook_receiver, fast)
+        time.sleep(1.0)
+        assert engine.alive()
+    assert sorted(d["id"] for d in delivered(webhook_receiver)) == sorted(fast)
+    assert "skipped" not in " ".join(
+        line for line in engine.output().splitlines() if any(f in line for f in fast)
+    )
