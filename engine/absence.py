@@ -26,12 +26,12 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from engine.action_rows import QUOTA_EXCEEDED, PendingActionRows
+from engine.action_rows import QUOTA_EXCEEDED, PendingActionRows, QueuedActions, insert_queued
 from engine.firing_quota import FiringQuota
 from engine.json_text import to_json
 from rules import Rule
@@ -42,14 +42,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TickResult:
-    """What one tick did."""
+class TickResult(QueuedActions):
+    """What one tick did (and the rows it queued, to enqueue after its commit)."""
 
     fired: int = 0  # groups that fired
     dropped: int = 0  # rows of rules no longer loaded, whose watch ended
     more: bool = False  # the chunk was full: more rows may be due now
-    action_ids: list[int] = field(default_factory=list)  # the rows to enqueue
-    action_orgs: dict[int, int] = field(default_factory=dict)  # id -> organization
 
 
 async def note_seen(
@@ -124,14 +122,7 @@ class AbsenceTicker:
                 await conn.execute(
                     query("absence_drop"), [k[0] for k in dropped], [k[1] for k in dropped]
                 )
-            if len(pending):
-                written = await conn.fetch(query("insert_actions"), *pending.columns())
-                for row in written:
-                    if row["status"] != "queued":
-                        continue
-                    result.action_ids.append(row["id"])
-                    if row["org_id"] is not None:
-                        result.action_orgs[row["id"]] = row["org_id"]
+            await insert_queued(conn, pending, result)
             await self._add_rule_stats(conn, fired, absence_rules)
         # Only once the transaction has committed does a watch count as started.
         for rule in watched:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -111,6 +112,31 @@ class PendingActionRows:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+@dataclass
+class QueuedActions:
+    """Action rows written in a transaction that the dispatcher enqueues after its commit:
+    their ids, and the organization of those that are an organization's."""
+
+    action_ids: list[int] = field(default_factory=list)
+    action_orgs: dict[int, int] = field(default_factory=dict)
+
+
+async def insert_queued(
+    conn: asyncpg.Connection, pending: PendingActionRows, queued: QueuedActions
+) -> None:
+    """Write ``pending`` (a multi-row INSERT, in the caller's transaction) and note in
+    ``queued`` the rows to enqueue: those written with status queued (not one held back by
+    a quota, nor one already there)."""
+    if not len(pending):
+        return
+    for row in await conn.fetch(query("insert_actions"), *pending.columns()):
+        if row["status"] != "queued":
+            continue
+        queued.action_ids.append(row["id"])
+        if row["org_id"] is not None:
+            queued.action_orgs[row["id"]] = row["org_id"]
 
 
 async def take_action_ids(conn: asyncpg.Connection, count: int) -> list[int]:

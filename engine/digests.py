@@ -20,12 +20,12 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from engine.action_rows import PendingActionRows
+from engine.action_rows import PendingActionRows, QueuedActions, insert_queued
 from engine.json_text import to_json
 from rules import Rule, RuleIndex, Step, build_context
 from rules.grouping import DEFAULT_MAX_FIRINGS, digest_context
@@ -41,11 +41,9 @@ ORPHAN_RETRY_S = 60.0
 
 
 @dataclass
-class TickResult:
+class TickResult(QueuedActions):
     """What a time-driven flush queued: the daemon enqueues ``action_ids`` after commit."""
 
-    action_ids: list[int] = field(default_factory=list)
-    action_orgs: dict[int, int] = field(default_factory=dict)
     sent: int = 0  # digests (or resolved notices) queued
     firings: int = 0  # firings the digests held
 
@@ -161,11 +159,7 @@ async def flush_due_digests(
                 query("digest_forget_idle"), list(intervals), list(intervals.values()), now
             )
         if len(pending):
-            rows = await conn.fetch(query("insert_actions"), *pending.columns())
-            for row in rows:
-                result.action_ids.append(row["id"])
-                if row["org_id"] is not None:
-                    result.action_orgs[row["id"]] = row["org_id"]
+            await insert_queued(conn, pending, result)
     return result
 
 

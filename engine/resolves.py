@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.action_rows import PendingActionRows
+from engine.action_rows import PendingActionRows, insert_queued
 from engine.digests import ORPHAN_RETRY_S, TickResult
 from engine.json_text import to_json
 from rules import Rule, RuleIndex, Step, build_context
@@ -173,11 +173,7 @@ async def resolve_quiet_alerts(
         if gone[0]:
             await conn.execute(query("open_alerts_delete"), *gone)
         if len(pending):
-            rows = await conn.fetch(query("insert_actions"), *pending.columns())
-            for r in rows:
-                result.action_ids.append(r["id"])
-                if r["org_id"] is not None:
-                    result.action_orgs[r["id"]] = r["org_id"]
+            await insert_queued(conn, pending, result)
     return result
 
 
