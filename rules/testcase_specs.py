@@ -119,9 +119,9 @@ def _compile_test(
         for f in fires:
             if f >= len(events):
                 sink.at((*path, "fires"), f"index {f} is past the last event ({len(events) - 1})")
-    renders = _renders(item.get("renders"), rule, sink, (*path, "renders"))
     resolves = _resolves(item, events, rule, sink, path)
     digests = _digests(item, rule, sink, path)
+    renders = _renders(item.get("renders"), rule, sink, (*path, "renders"))
     if sink.count != before or events is None or renders is None:
         return None
     line = sink.lines.line_of((*sink.base, *path)) or 0
