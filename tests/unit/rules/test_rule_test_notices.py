@@ -188,6 +188,6 @@ rules:
     ]
     counted = DIGEST.replace("digests: 2", "digests: two")
     assert errors_of(counted) == [
-        "rules/test.yaml:19 rule 'low': tests[0].digests must be the number of digests the "
+        "rules/test.yaml:21 rule 'low': tests[0].digests must be the number of digests the "
         "test sends (got 'two')"
     ]
