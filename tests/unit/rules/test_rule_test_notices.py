@@ -3,9 +3,12 @@ and `renders` of the digest holding a firing or of a resolved notice."""
 
 from __future__ import annotations
 
-from rules import format_rule_test_report, run_rule_tests
+import jsonschema
+
+from rules import format_rule_test_report, rule_file_schema, run_rule_tests
 from rules.testcase_specs import TEST_START_S
 from rules.testing import replay_test_steps
+from rules.yaml_source import parse_yaml
 from tests.unit.rules.rule_helpers import errors_of, load
 
 DIGEST = """\
@@ -191,3 +194,13 @@ rules:
         "rules/test.yaml:21 rule 'low': tests[0].digests must be the number of digests the "
         "test sends (got 'two')"
     ]
+
+
+def test_the_schema_knows_resolves_digests_and_rendering_a_resolve():
+    validator = jsonschema.Draft7Validator(rule_file_schema())
+    assert list(validator.iter_errors(parse_yaml(RESOLVE).data)) == []
+    assert list(validator.iter_errors(parse_yaml(DIGEST).data)) == []
+    both = RESOLVE.replace("action: back", "firing: 0")
+    negative = DIGEST.replace("digests: 2", "digests: -1")
+    assert list(validator.iter_errors(parse_yaml(both).data))
+    assert list(validator.iter_errors(parse_yaml(negative).data))
