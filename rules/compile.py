@@ -28,7 +28,7 @@ from rules.template_check import (
     context_event_fields,
     rule_event_fields,
 )
-from rules.testcase_specs import compile_tests
+from rules.testcase_specs import compile_tests, tested_rule
 from rules.throttle import compile_throttle
 from rules.where import compile_where
 from rules.yaml_source import Path
@@ -150,7 +150,8 @@ def compile_rule(
         a.get("name") if isinstance(a, Mapping) else None
         for a in (expanded_actions if isinstance(expanded_actions, list) else [])
     ]
-    tests = compile_tests(expanded.get("tests"), expanded.get("on"), names, sink)
+    tested = tested_rule(expanded, names)
+    tests = compile_tests(expanded.get("tests"), expanded.get("on"), tested, sink)
     if sink.count != before or rule_id is None or on is None or per is None or labels is None:
         return None
     if timed and absence is None:

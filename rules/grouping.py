@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from rules.action_specs import compile_actions
 from rules.fields import EVENT_FIELDS, fold_hex, suggest
@@ -20,10 +20,6 @@ from rules.reporting import Problems, shown
 from rules.shapes import check_keys, duration, positive_int
 from rules.template_check import check_templates
 from rules.yaml_source import Path
-
-if TYPE_CHECKING:
-    from rules.evaluate import Firing
-    from rules.model import Rule
 
 DEFAULT_WAIT_S: Final = 30
 DEFAULT_INTERVAL_S: Final = 300
@@ -188,30 +184,6 @@ def digest_context(
         "count": count,
         "more": max(0, count - len(firings)),
     }
-
-
-def offline_digest_context(rule: Rule, firings: Sequence[Firing], n: int) -> dict[str, Any]:
-    """For rule tests and backtests: the digest holding the ``n``-th firing, taken to hold
-    every firing of its group in ``firings`` (as when they all come within `wait`)."""
-    spec = rule.grouping
-    assert spec is not None
-    key = spec.key(firings[n].event)
-    same = [f for f in firings if spec.key(f.event) == key]
-    listed = [
-        {
-            "event": f.context["event"],
-            "state": f.context["state"],
-            "fired_at": f.context["fired_at"],
-        }
-        for f in same[: spec.max_firings]
-    ]
-    return digest_context(
-        firings[n].context["rule"],
-        spec.values(firings[n].event),
-        listed,
-        len(same),
-        same[-1].context["fired_at"],
-    )
 
 
 def resolve_context(

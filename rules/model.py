@@ -53,11 +53,13 @@ class Step:
 
 @dataclass(frozen=True)
 class RenderExpectation:
-    """A `renders` item of a rule test: the n-th firing's action output contains strings."""
+    """A `renders` item of a rule test: the n-th firing's action output contains strings
+    (with ``resolve``: the n-th resolved notice's, ``action`` one of `resolve.actions`)."""
 
     firing: int
     action: int
     contains: tuple[str, ...]
+    resolve: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class RuleTest:
     fires: tuple[int, ...]
     renders: tuple[RenderExpectation, ...]
     line: int
+    # The steps at which resolved notices are sent, and how many digests the test sends
+    # (rules.notice_replay); None: not asserted.
+    resolves: tuple[int, ...] | None = None
+    digests: int | None = None
 
 
 _UNHASHABLE = object()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rules.durations import DurationError, parse_duration
@@ -27,23 +28,49 @@ MAX_TEST_EVENTS: Final = 10_000
 _RELATIVE = re.compile(r"^\+(\d+)$")
 
 
+@dataclass(frozen=True)
+class TestedRule:
+    """What a rule's tests may refer to besides its events: its actions' names, its
+    `resolve` actions' names (None: no `resolve`), whether it has `group`."""
+
+    action_names: list[str | None]
+    resolve_action_names: list[str | None] | None = None
+    grouped: bool = False
+
+
+def tested_rule(spec: Mapping[str, Any], action_names: list[str | None]) -> TestedRule:
+    """What the tests of the rule mapping ``spec`` (``${VAR}`` expanded) may refer to; a
+    `group` or `resolve` with mistakes still counts (they are reported on their own)."""
+    resolve = spec.get("resolve")
+    resolve_names = None
+    if "resolve" in spec:
+        actions = resolve.get("actions") if isinstance(resolve, Mapping) else None
+        resolve_names = [
+            a.get("name") if isinstance(a, Mapping) else None
+            for a in (actions if isinstance(actions, list) else [])
+        ]
+    return TestedRule(action_names, resolve_names, grouped="group" in spec)
+
+
 def compile_tests(
     spec: Any,
     on_doc: Any,
-    action_names: list[str | None],
+    tested: TestedRule | list[str | None],
     sink: Problems,
     path: Path = ("tests",),
 ) -> tuple[RuleTest, ...]:
-    """RuleTests from `tests:` (None when absent); reports every mistake."""
+    """RuleTests from `tests:` (None when absent); reports every mistake.  ``tested`` is
+    what the tests may refer to (a list: the action names of a rule without group/resolve)."""
     if spec is None:
         return ()
     if not isinstance(spec, list):
         sink.at(path, f"must be a list of tests (got {shown(spec)})")
         return ()
     defaults = _defaults(on_doc)
+    rule = tested if isinstance(tested, TestedRule) else TestedRule(tested)
     tests = []
     for i, item in enumerate(spec):
-        test = _compile_test(item, defaults, action_names, sink, (*path, i))
+        test = _compile_test(item, defaults, rule, sink, (*path, i))
         if test is not None:
             tests.append(test)
     return tuple(tests)
@@ -64,7 +91,7 @@ def _defaults(on_doc: Any) -> dict[str, Any]:
 def _compile_test(
     item: Any,
     defaults: dict[str, Any],
-    action_names: list[str | None],
+    rule: TestedRule,
     sink: Problems,
     path: Path,
 ) -> RuleTest | None:
@@ -74,7 +101,7 @@ def _compile_test(
     before = sink.count
     check_keys(
         item,
-        ("name", "events", "fires", "renders"),
+        ("name", "events", "fires", "renders", "resolves", "digests"),
         sink,
         path,
         required=("name", "events", "fires"),
@@ -92,11 +119,52 @@ def _compile_test(
         for f in fires:
             if f >= len(events):
                 sink.at((*path, "fires"), f"index {f} is past the last event ({len(events) - 1})")
-    renders = _renders(item.get("renders"), action_names, sink, (*path, "renders"))
+    resolves = _resolves(item, events, rule, sink, path)
+    digests = _digests(item, rule, sink, path)
+    renders = _renders(item.get("renders"), rule, sink, (*path, "renders"))
     if sink.count != before or events is None or renders is None:
         return None
     line = sink.lines.line_of((*sink.base, *path)) or 0
-    return RuleTest(str(name), tuple(events), tuple(sorted(set(fires or []))), renders, line)
+    fired = tuple(sorted(set(fires or [])))
+    return RuleTest(str(name), tuple(events), fired, renders, line, resolves, digests)
+
+
+def _resolves(
+    item: Mapping[str, Any],
+    events: list[dict[str, Any] | Advance] | None,
+    rule: TestedRule,
+    sink: Problems,
+    path: Path,
+) -> tuple[int, ...] | None:
+    """`resolves:` the steps at which resolved notices are sent (None: not asserted)."""
+    if "resolves" not in item:
+        return None
+    spec, where = item["resolves"], (*path, "resolves")
+    if rule.resolve_action_names is None:
+        sink.at(where, "needs the rule to have `resolve:` (there is nothing to resolve)")
+        return None
+    if not isinstance(spec, list) or not all(type(r) is int and r >= 0 for r in spec):
+        sink.at(where, f"must be a list of 0-based step indexes (got {shown(spec)})")
+        return None
+    if events is not None:
+        for r in spec:
+            if r >= len(events):
+                sink.at(where, f"index {r} is past the last step ({len(events) - 1})")
+    return tuple(sorted(set(spec)))
+
+
+def _digests(item: Mapping[str, Any], rule: TestedRule, sink: Problems, path: Path) -> int | None:
+    """`digests:` how many digests the test sends in all (None: not asserted)."""
+    if "digests" not in item:
+        return None
+    count, where = item["digests"], (*path, "digests")
+    if not rule.grouped:
+        sink.at(where, "needs the rule to have `group:` (its firings are not digested)")
+        return None
+    if type(count) is not int or count < 0:
+        sink.at(where, f"must be the number of digests the test sends (got {shown(count)})")
+        return None
+    return count
 
 
 def _events(
@@ -164,7 +232,7 @@ def _advance(row: Mapping[str, Any], clock: int, sink: Problems, path: Path) -> 
 
 
 def _renders(
-    spec: Any, action_names: list[str | None], sink: Problems, path: Path
+    spec: Any, rule: TestedRule, sink: Problems, path: Path
 ) -> tuple[RenderExpectation, ...] | None:
     if spec is None:
         return ()
@@ -176,25 +244,45 @@ def _renders(
         where = (*path, i)
         item = mapping_at(item, sink, where, "a mapping with firing, action, contains")
         if item is None or not check_keys(
-            item, ("firing", "action", "contains"), sink, where, required=("contains",)
+            item, ("firing", "resolve", "action", "contains"), sink, where, required=("contains",)
         ):
             continue
-        firing, action, contains = item.get("firing", 0), item.get("action", 0), item["contains"]
-        if type(firing) is not int or firing < 0:
-            sink.at((*where, "firing"), f"must be a 0-based firing index (got {shown(firing)})")
+        target = _render_target(item, rule, sink, where)
+        if target is None:
             continue
+        (kind, firing), action, contains = target, item.get("action", 0), item["contains"]
+        action_names = rule.action_names if kind == "firing" else rule.resolve_action_names or []
         if isinstance(action, str) and action in action_names:
             action = action_names.index(action)
         if type(action) is not int or not 0 <= action < len(action_names):
             sink.at(
                 (*where, "action"),
-                f"must be an action index (0..{len(action_names) - 1}) or name "
-                f"(got {shown(action)})",
+                f"must be {'a resolve' if kind == 'resolve' else 'an'} action index "
+                f"(0..{len(action_names) - 1}) or name (got {shown(action)})",
             )
             continue
         texts = [contains] if isinstance(contains, str) else contains
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             sink.at((*where, "contains"), "must be a string or a list of strings")
             continue
-        out.append(RenderExpectation(firing, action, tuple(texts)))
+        out.append(RenderExpectation(firing, action, tuple(texts), resolve=kind == "resolve"))
     return tuple(out)
+
+
+def _render_target(
+    item: Mapping[str, Any], rule: TestedRule, sink: Problems, where: Path
+) -> tuple[str, int] | None:
+    """What a `renders` item renders: ("firing", n) or ("resolve", n)."""
+    if "firing" in item and "resolve" in item:
+        sink.at(where, "renders either a firing or a resolved notice: give firing or resolve")
+        return None
+    kind = "resolve" if "resolve" in item else "firing"
+    n = item.get(kind, 0)
+    if kind == "resolve" and rule.resolve_action_names is None:
+        sink.at((*where, kind), "needs the rule to have `resolve:` (there is nothing to resolve)")
+        return None
+    if type(n) is not int or n < 0:
+        what = "firing" if kind == "firing" else "resolved notice"
+        sink.at((*where, kind), f"must be a 0-based {what} index (got {shown(n)})")
+        return None
+    return kind, n

@@ -7,6 +7,11 @@ the rendered actions of the n-th firing (``${VAR}`` expanded from ``environ``).
 `{advance: DURATION}` steps move the test's clock without an event; what fires on time
 passing is run by rules.time_driven (TimeSteps, which says when each hook is called).
 A firing on an advance counts at that step's index.
+
+`fires` lists the raw firings, also a grouped rule's; the digests they make and the
+resolved notices are replayed on the test's clock by rules.notice_replay, which
+`digests`, `resolves` and `renders` ({firing: N}: the digest holding firing N;
+{resolve: N}: the N-th resolved notice) check.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rules.conditions.base import event_time
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import TemplateRenderError
 from rules.evaluate import Firing, evaluate_stream
-from rules.grouping import offline_digest_context
 from rules.index import RuleIndex
 from rules.model import Advance, RenderExpectation, Rule, RuleTest, Step
+from rules.notice_replay import NoticeReplay
 from rules.templates import render_action
 from rules.time_driven import TestStates, TimedFiring, TimeSteps
 
@@ -53,10 +59,12 @@ def run_rule_tests(
 
 def run_rule_test(rule: Rule, test: RuleTest, environ: Mapping[str, str]) -> RuleTestResult:
     """Evaluate one test's steps against ``rule`` alone, from fresh state."""
-    firings = [f for f in evaluate_test_steps(_enabled(rule), test.events) if f.step.fired]
+    run = replay_test_steps(_enabled(rule), test.events)
+    firings = [f for f in run.firings if f.step.fired]
     # An advance can fire several groups at one step: its index is listed once.
     actual = sorted({f.event_index for f in firings})
-    messages = [m for r in test.renders for m in _check_render(rule, r, firings, environ)]
+    messages = _check_notices(test, run.notices)
+    messages += [m for r in test.renders for m in _check_render(rule, r, firings, run, environ)]
     return RuleTestResult(
         rule_id=rule.id,
         name=test.name,
@@ -79,22 +87,52 @@ def run_test_steps(
 def evaluate_test_steps(rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]) -> list[Firing]:
     """Every firing of ``rule`` (enabled) over a test's ``steps``, suppressed ones too, in
     order; a firing on an advance step has the step's index (timed_firing)."""
+    return replay_test_steps(rule, steps).firings
+
+
+@dataclass
+class TestRun:
+    """What a rule did over a test's steps: its firings (suppressed ones too) and the
+    digests and resolved notices they made (rules.notice_replay)."""
+
+    firings: list[Firing]
+    notices: NoticeReplay
+
+
+def replay_test_steps(rule: Rule, steps: Sequence[Mapping[str, Any] | Advance]) -> TestRun:
+    """``rule`` (enabled) over a test's ``steps``, from fresh state."""
     index = RuleIndex([rule])
     states: TestStates = {}
     timed = TimeSteps([rule], states)
+    notices = NoticeReplay(rule)
     firings: list[Firing] = []
+    fired = 0  # firings that were not throttled: digests and `renders` number these
     if steps and timed:
         first = steps[0]
         timed.start(first.now - first.seconds if isinstance(first, Advance) else first["timestamp"])
     for position, step in enumerate(steps):
         if isinstance(step, Advance):
-            firings += [timed_firing(t, position) for t in timed.advance(step.now)]
+            notices.advance(step.now, position)
+            made = [timed_firing(t, position) for t in timed.advance(step.now)]
+            firings += made
+            fired += len(made)
             continue
-        for firing in evaluate_stream(index, (step,), states):
-            firings.append(replace(firing, event_index=position))
+        now = event_time(step)
+        if now is not None:
+            notices.advance(now, position)
+        stream = evaluate_stream(index, (step,), states)
+        stepped = [replace(f, event_index=position) for f in stream]
+        numbered = []
+        for firing in stepped:
+            numbered.append((fired, firing))
+            fired += firing.step.fired
+        firings += stepped
+        if now is not None and rule.matches(step):
+            notices.event(step, numbered, now, position)
         if timed:
             timed.event(step, step["timestamp"])
-    return firings
+    notices.finish()
+    return TestRun(firings, notices)
 
 
 def timed_firing(timed: TimedFiring, position: int) -> Firing:
@@ -112,24 +150,52 @@ def _enabled(rule: Rule) -> Rule:
     return rule if rule.enabled else replace(rule, enabled=True)
 
 
+def _check_notices(test: RuleTest, notices: NoticeReplay) -> list[str]:
+    messages = []
+    if test.resolves is not None:
+        actual = sorted({n.position for n in notices.resolves})
+        if actual != list(test.resolves):
+            messages.append(
+                f"resolves: expected resolved notices at steps {list(test.resolves)}, "
+                f"they were sent at {actual}"
+            )
+    if test.digests is not None and len(notices.digests) != test.digests:
+        held = ", ".join(f"firings {list(d.firings)}" for d in notices.digests) or "none"
+        messages.append(
+            f"digests: expected {test.digests} digest(s), {len(notices.digests)} were sent ({held})"
+        )
+    return messages
+
+
 def _check_render(
     rule: Rule,
     expect: RenderExpectation,
     firings: list[Firing],
+    run: TestRun,
     environ: Mapping[str, str],
 ) -> list[str]:
-    where = f"renders: firing {expect.firing}, action {expect.action}"
-    if expect.firing >= len(firings):
-        return [f"{where}: the rule fired only {len(firings)} time(s)"]
-    action = next((a for a in rule.actions if a.index == expect.action), None)
+    if expect.resolve:
+        where = f"renders: resolve {expect.firing}, action {expect.action}"
+        resolves = run.notices.resolves
+        if expect.firing >= len(resolves):
+            return [f"{where}: only {len(resolves)} resolved notice(s) were sent"]
+        actions = rule.resolve.actions if rule.resolve is not None else ()
+        context = resolves[expect.firing].context
+    else:
+        where = f"renders: firing {expect.firing}, action {expect.action}"
+        if expect.firing >= len(firings):
+            return [f"{where}: the rule fired only {len(firings)} time(s)"]
+        actions = rule.actions
+        context = firings[expect.firing].context
+        digest = run.notices.digest_of(expect.firing) if rule.grouping is not None else None
+        if digest is not None:
+            context = digest.context
+    action = next((a for a in actions if a.index == expect.action), None)
     if action is None:
         return [f"{where}: no such action"]
     # A variable the test environment lacks stays as written: rule tests must not depend
     # on secrets being set, and the loader has already reported unset ones.
     spec = expand_env(action.raw, environ, on_error=_leave_as_written)
-    context = firings[expect.firing].context
-    if rule.grouping is not None:
-        context = offline_digest_context(rule, firings, expect.firing)
     try:
         rendered = render_action(action.kind, spec, context)
     except TemplateRenderError as exc:

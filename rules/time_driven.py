@@ -19,6 +19,11 @@ the one `when` states live in; a feature keeps its entries on rules that have no
 state of their own (absence) or under keys no event group can have.  Hooks are pure: no
 clock, no I/O.  ``engine run`` drives the same features from its own modules (e.g.
 engine.absence) with the wall clock.
+
+Digests and resolved notices (`group`, `resolve.after`) also fall due as time passes, but
+they are not firings: they are made of the rule's firings and non-firings, and time moves
+for them at events as well as at advances.  rules.notice_replay replays them for rule
+tests beside this hook.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class TimedFiring:
 
 
 class TimeDriven(Protocol):
-    """A feature that fires on time passing (absence; later digests and resolve.after)."""
+    """A feature that fires on time passing (absence)."""
 
     def drives(self, rule: Rule) -> bool:
         """Whether ``rule`` uses the feature."""
