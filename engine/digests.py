@@ -29,6 +29,7 @@ from engine.action_rows import PendingActionRows, QueuedActions, insert_queued
 from engine.json_text import to_json
 from rules import Rule, RuleIndex, Step, build_context
 from rules.grouping import DEFAULT_MAX_FIRINGS, digest_context
+from rules.templates import rule_context
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ async def flush_due_digests(
             if not taken["count"]:
                 continue  # nothing pending after all: the group only goes idle
             context = digest_context(
-                {"id": rule.id, "description": rule.description, "owner": rule.owner},
+                rule_context(rule),
                 json.loads(group["group_values"]),
                 json.loads(taken["firings"]),
                 taken["count"],

@@ -25,6 +25,7 @@ from engine.digests import ORPHAN_RETRY_S, TickResult
 from engine.json_text import to_json
 from rules import Rule, RuleIndex, Step, build_context
 from rules.grouping import resolve_context
+from rules.templates import rule_context
 from sql import query
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ async def resolve_quiet_alerts(
 
 def _context(rule: Rule, alert: OpenAlert, event: Mapping[str, Any], now: float) -> Any:
     return resolve_context(
-        {"id": rule.id, "description": rule.description, "owner": rule.owner},
+        rule_context(rule),
         alert.group_values,
         event,
         {

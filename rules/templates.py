@@ -195,6 +195,16 @@ def render_action(
     return out
 
 
+def rule_context(rule: Rule) -> dict[str, Any]:
+    """What templates see as `rule` (RULE_ATTRIBUTES of rules.template_check)."""
+    return {
+        "id": rule.id,
+        "description": rule.description,
+        "owner": rule.owner,
+        "labels": dict(rule.labels) if rule.labels else {},
+    }
+
+
 def build_context(
     rule: Rule,
     event: Mapping[str, Any],
@@ -216,12 +226,7 @@ def build_context(
         row = {name: get(name) for name in fields}
     return {
         "event": _plain_row(row),
-        "rule": {
-            "id": rule.id,
-            "description": rule.description,
-            "owner": rule.owner,
-            "labels": dict(rule.labels) if rule.labels else {},
-        },
+        "rule": rule_context(rule),
         "group": _plain_row(dict(group)),
         "state": _plain_row(dict(template_state)),
         "fired_at": fired_at,

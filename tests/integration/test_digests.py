@@ -43,6 +43,7 @@ def digest_rule(url: str, *, wait: str, interval: str, max_listed: int = 50) -> 
     return f"""
 rules:
   - id: low-scores
+    labels: {{team: ops}}
     on: {{registry: reputation, event_type: NewFeedback}}
     where: {{score: {{lt: 50}}}}
     group: {{by: [agent_id], wait: {wait}, interval: {interval}, max: {max_listed}}}
@@ -53,6 +54,7 @@ rules:
             agent: "{{{{ group.agent_id }}}}"
             count: "{{{{ count }}}}"
             more: "{{{{ more }}}}"
+            team: "{{{{ rule.labels.team }}}}"
             ids: "{{{{ firings | map(attribute='event') | map(attribute='id') | list }}}}"
 """
 
@@ -95,6 +97,7 @@ def test_firings_of_a_group_become_one_digest_then_wait_for_the_interval(
         assert by_agent[1]["count"] == 5 and by_agent[1]["more"] == 2
         assert len(by_agent[1]["ids"]) == 3  # `max` listed, all counted
         assert by_agent[2]["count"] == 2 and by_agent[2]["more"] == 0
+        assert by_agent[1]["team"] == "ops"  # the rule's labels, as in any firing's template
         sent_at = max(r.received_at for r in first)
         # Within the interval: held until the previous digest's time + interval.
         insert_events(database_url, [feedback(1), feedback(1)])
