@@ -45,6 +45,7 @@ from rules import (
 from rules.durations import DurationError, parse_duration
 from rules.envsubst import UnsetVariableError, expand_env
 from rules.errors import EngineError, TemplateRenderError
+from rules.notice_replay import NoticeReplay
 from rules.testing import timed_firing
 from rules.time_driven import TimeSteps
 
@@ -138,10 +139,16 @@ class Backtest:
         self._timed = TimeSteps(self.rules, self.states)
         if self._timed and self.since is not None:
             self._timed.start(self.since)
+        # Digests and resolved notices, as `engine run` would send them over the stream
+        # (rules.notice_replay); each numbers the rule's firings that were not throttled.
+        self.notices = {
+            r.id: NoticeReplay(r) for r in self.rules if r.grouping is not None or r.resolve
+        }
+        self._numbered: Counter[str] = Counter()
 
     def feed(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Firing]:
         """The firings (and throttled firings) of the next events, counted as they go."""
-        if self._timed:
+        if self._timed or self.notices:
             yield from self._feed_timed(events)
             return
         offset = self.events
@@ -153,8 +160,12 @@ class Backtest:
             )
 
     def finish(self, until: float) -> Iterator[Firing]:
-        """The firings of time passing from the last event to ``until``."""
+        """The firings of time passing from the last event to ``until``; the digests
+        still pending are sent."""
         yield from self._advance(until)
+        for replay in self.notices.values():
+            replay.advance(until, self.events)
+            replay.finish()
 
     def _feed_timed(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Firing]:
         """One event at a time: time moves to each event's stored time before it."""
@@ -163,12 +174,29 @@ class Backtest:
             yield from self._advance(now)
             position = self.events
             self.events += 1
+            for replay in self.notices.values():
+                replay.advance(now, position)
             stream = evaluate_stream(
                 self._index, (event,), self.states, trusted_until=self.clock.trusted_until
             )
-            for firing in stream:
-                yield self._counted_firing(replace(firing, event_index=position))
-            self._timed.event(event, now)
+            stepped = [self._counted_firing(replace(f, event_index=position)) for f in stream]
+            yield from stepped
+            self._note(event, stepped, now, position)
+            if self._timed:
+                self._timed.event(event, now)
+
+    def _note(
+        self, event: Mapping[str, Any], stepped: list[Firing], now: float, position: int
+    ) -> None:
+        """Tell each rule's notice replay what the event did (rules.notice_replay)."""
+        for rule_id, replay in self.notices.items():
+            if not replay.rule.matches(event):
+                continue
+            numbered = []
+            for firing in (f for f in stepped if f.rule.id == rule_id):
+                numbered.append((self._numbered[rule_id], firing))
+                self._numbered[rule_id] += firing.step.fired
+            replay.event(event, numbered, now, position)
 
     def _advance(self, now: float) -> Iterator[Firing]:
         """Time-driven firings at ``now``, each at the index of the next event."""
@@ -258,7 +286,21 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
     for rule in rules:
         fired, suppressed = backtest.fired[rule.id], backtest.suppressed[rule.id]
         print(f"  {rule.id}: {fired} firing(s), {suppressed} suppressed")
+        replay = backtest.notices.get(rule.id)
+        if replay is not None:
+            print_notices(replay)
     return 0
+
+
+def print_notices(replay: NoticeReplay) -> None:
+    """What `engine run` would have sent for a rule's `group` and `resolve`."""
+    if replay.rule.grouping is not None:
+        held = sum(len(d.firings) for d in replay.digests)
+        print(f"    {len(replay.digests)} digest(s), holding {held} firing(s):")
+        for digest in replay.digests:
+            print(f"      {len(digest.firings)} firing(s), sent {_when(int(digest.sent_at))}")
+    if replay.rule.resolve is not None:
+        print(f"    {len(replay.resolves)} resolved notice(s)")
 
 
 def _when(ts: int) -> str:

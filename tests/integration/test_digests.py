@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from devkit.localstack import free_port
@@ -23,6 +24,7 @@ from tests.processes import (
     insert_events,
     query_all,
     query_value,
+    run_engine,
     wait_until,
     write_config,
 )
@@ -238,3 +240,50 @@ def test_kill_9_in_a_digest_window_loses_and_doubles_no_firing(
     assert max(in_digests.values()) == 1, "a firing is in two digests"
     delivered = Counter(i for r in receiver.requests for i in r.json["ids"])
     assert set(delivered) == fired
+
+
+def test_a_backtest_says_which_digests_and_resolved_notices_would_have_been_sent(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    rules = """
+rules:
+  - id: low-average
+    on: {registry: reputation, event_type: NewFeedback}
+    per: agent_id
+    when: {avg: {of: score, within: 1d, below: 50}}
+    group: {by: [agent_id], wait: 1m, interval: 10m}
+    actions: [{rest: {url: "http://127.0.0.1:9/x", body: {n: "{{ count }}"}}}]
+    resolve:
+      actions: [{rest: {url: "http://127.0.0.1:9/x", body: {ok: "{{ alert.firings }}"}}}]
+"""
+    config = configure(tmp_path, database_url, redis_url, rules)
+    start = 1_767_225_600  # 2026-01-01 00:00 UTC
+    # Agent 5: three low scores in the first minute (one digest), two more 20 minutes on
+    # (a second digest), then a high score that lifts the average over 50 (resolved).
+    stored = [(0, 10), (20, 12), (40, 14), (1200, 16), (1210, 18), (1800, 400)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for n, (offset, score) in enumerate(stored):
+            conn.execute(
+                """INSERT INTO events (id, chain_id, block_number, block_hash, transaction_hash,
+                                       log_index, registry, event_type, agent_id, score,
+                                       "timestamp", created_at)
+                   VALUES (%s, 1, %s, '0xb', '0xt', 0, 'reputation', 'NewFeedback', 5, %s, %s,
+                           to_timestamp(%s))""",
+                (f"1-{n}-0", n, score, start + offset, start + offset),
+            )
+    out = run_engine(
+        config,
+        "rules",
+        "backtest",
+        str(tmp_path / "rules.yaml"),
+        "--since",
+        str(start - 60),
+        "--until",
+        str(start + 3600),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "low-average: 5 firing(s), 0 suppressed" in out.stdout
+    assert "2 digest(s), holding 5 firing(s):" in out.stdout
+    assert "3 firing(s), sent 2026-01-01 00:01:00 UTC" in out.stdout  # first + wait
+    assert "2 firing(s), sent 2026-01-01 00:21:00 UTC" in out.stdout
+    assert "1 resolved notice(s)" in out.stdout
