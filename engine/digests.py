@@ -102,6 +102,18 @@ class DigestBatch:
         )
 
 
+async def postpone_orphan(
+    conn: asyncpg.Connection, query_name: str, row: asyncpg.Record, now: float, what: str
+) -> None:
+    """A due row (digest group, open alert) whose rule is not loaded, or lost its key:
+    tried again ORPHAN_RETRY_S later, never dropped (the rule may be on its way back)."""
+    await conn.execute(query(query_name), row["trigger_id"], row["group_key"], now + ORPHAN_RETRY_S)
+    log.warning(
+        f"{what} waits for its rule",
+        extra={"trigger_id": row["trigger_id"], "group_key": row["group_key"]},
+    )
+
+
 async def flush_due_digests(
     conn: asyncpg.Connection, index: RuleIndex, now: float, *, limit: int = FLUSH_GROUPS
 ) -> TickResult:
@@ -118,16 +130,7 @@ async def flush_due_digests(
         for group in due:
             rule = index.get(group["trigger_id"])
             if rule is None:
-                await conn.execute(
-                    query("digest_postpone"),
-                    group["trigger_id"],
-                    group["group_key"],
-                    now + ORPHAN_RETRY_S,
-                )
-                log.warning(
-                    "digest waits for its rule",
-                    extra={"trigger_id": group["trigger_id"], "group_key": group["group_key"]},
-                )
+                await postpone_orphan(conn, "digest_postpone", group, now, "digest")
                 continue
             spec = rule.grouping
             listed = DEFAULT_MAX_FIRINGS if spec is None else spec.max_firings

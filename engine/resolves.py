@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from engine.action_rows import PendingActionRows, insert_queued
-from engine.digests import ORPHAN_RETRY_S, TickResult
+from engine.digests import TickResult, postpone_orphan
 from engine.json_text import to_json
 from rules import Rule, RuleIndex, Step, build_context
 from rules.grouping import resolve_context
@@ -152,16 +152,7 @@ async def resolve_quiet_alerts(
         for row in due:
             rule = index.get(row["trigger_id"])
             if rule is None or rule.resolve is None:
-                await conn.execute(
-                    query("open_alerts_postpone"),
-                    row["trigger_id"],
-                    row["group_key"],
-                    now + ORPHAN_RETRY_S,
-                )
-                log.warning(
-                    "resolve waits for its rule",
-                    extra={"trigger_id": row["trigger_id"], "group_key": row["group_key"]},
-                )
+                await postpone_orphan(conn, "open_alerts_postpone", row, now, "resolve")
                 continue
             alert = _alert(row)
             gone[0].append(rule.id)

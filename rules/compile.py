@@ -14,13 +14,13 @@ from typing import Any, Final
 from rules.absence import compile_absence, is_absence_rule
 from rules.action_specs import compile_actions
 from rules.conditions import compile_when
-from rules.fields import EVENT_FIELDS, ON_KEYS, suggest
+from rules.fields import ON_KEYS, suggest
 from rules.grouping import DIGEST_CONTEXT, compile_grouping
 from rules.labels import compile_labels
 from rules.model import Rule, canonical_json, document_json
 from rules.on_retract import compile_on_retract, retract_actions_of
 from rules.reporting import Problems, shown
-from rules.shapes import check_keys
+from rules.shapes import check_keys, event_field_names
 from rules.stateful import StateMachine
 from rules.template_check import (
     ABSENT_ATTRIBUTES,
@@ -272,12 +272,4 @@ def _compile_per(spec: Any, sink: Problems, path: Path = ("per",)) -> tuple[str,
     if not names:
         sink.at(path, "must name at least one event field (leave it out for one group)")
         return None
-    before = sink.count
-    for i, name in enumerate(names):
-        where = (*path, i) if isinstance(spec, list) else path
-        if not isinstance(name, str) or name not in EVENT_FIELDS:
-            hint = suggest(name, EVENT_FIELDS) if isinstance(name, str) else ""
-            sink.at(where, f"must name an event field (got {shown(name)}){hint}")
-    if len(set(map(str, names))) != len(names):
-        sink.at(path, "names a field twice")
-    return tuple(names) if sink.count == before else None
+    return event_field_names(spec, sink, path)

@@ -14,10 +14,10 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from rules.action_specs import compile_actions
-from rules.fields import EVENT_FIELDS, fold_hex, suggest
+from rules.fields import fold_hex
 from rules.model import ActionSpec, canonical_json
 from rules.reporting import Problems, shown
-from rules.shapes import check_keys, duration, positive_int
+from rules.shapes import check_keys, duration, event_field_names, positive_int
 from rules.template_check import check_templates
 from rules.yaml_source import Path
 
@@ -112,7 +112,7 @@ def compile_group(spec: Any, per: Sequence[str], sink: Problems) -> GroupSpec | 
         return None
     before = sink.count
     check_keys(spec, ("by", "wait", "interval", "max"), sink, path)
-    by = _compile_by(spec.get("by", list(per)), sink, (*path, "by"))
+    by = event_field_names(spec.get("by", list(per)), sink, (*path, "by"))
     wait = duration(spec, "wait", sink, path) if "wait" in spec else DEFAULT_WAIT_S
     interval = duration(spec, "interval", sink, path) if "interval" in spec else None
     max_firings = positive_int(
@@ -208,19 +208,6 @@ def resolve_context(
             "firings": alert.get("firings", 0),
         },
     }
-
-
-def _compile_by(spec: Any, sink: Problems, path: Path) -> tuple[str, ...] | None:
-    names = spec if isinstance(spec, list) else [spec]
-    before = sink.count
-    for i, name in enumerate(names):
-        where = (*path, i) if isinstance(spec, list) else path
-        if not isinstance(name, str) or name not in EVENT_FIELDS:
-            hint = suggest(name, EVENT_FIELDS) if isinstance(name, str) else ""
-            sink.at(where, f"must name an event field (got {shown(name)}){hint}")
-    if len(set(map(str, names))) != len(names):
-        sink.at(path, "names a field twice")
-    return tuple(names) if sink.count == before else None
 
 
 def _plain(value: Any) -> Any:

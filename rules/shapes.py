@@ -119,3 +119,18 @@ def event_field(
         sink.at((*path, key), f"must name a numeric field; {value} holds text")
         return None
     return value
+
+
+def event_field_names(spec: Any, sink: Problems, path: Path) -> tuple[str, ...] | None:
+    """``spec`` (one name or a list) as event field names, each reported at its place when
+    it is not one, and a name given twice; None when anything was reported."""
+    names = spec if isinstance(spec, list) else [spec]
+    before = sink.count
+    for i, name in enumerate(names):
+        where = (*path, i) if isinstance(spec, list) else path
+        if not isinstance(name, str) or name not in EVENT_FIELDS:
+            hint = suggest(name, EVENT_FIELDS) if isinstance(name, str) else ""
+            sink.at(where, f"must name an event field (got {shown(name)}){hint}")
+    if len(set(map(str, names))) != len(names):
+        sink.at(path, "names a field twice")
+    return tuple(names) if sink.count == before else None

@@ -6,6 +6,26 @@
 -- the processes never ask per event.  org_id NULL is the operator's; a tenant sees and
 -- writes only its own rows (row-level security as in 004).
 
+-- Row-level security for tables that carry the organization (org_id), the same policy as
+-- sql/004_tenants.sql's: an `engine_tenant` transaction sees and writes only the rows of
+-- the organization it set (engine.org_id).  Later migrations call it for their tables.
+CREATE OR REPLACE FUNCTION engine_isolate_by_org(tables TEXT[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t TEXT;
+BEGIN
+    FOREACH t IN ARRAY tables LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation ON %I TO engine_tenant '
+            'USING (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint) '
+            'WITH CHECK (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint)',
+            t);
+    END LOOP;
+END;
+$$;
+
 -- A silence matches firings whose rule id matches rule_glob (fnmatch) and whose labels or
 -- group values equal every matcher; it is active from starts_at until ends_at.  Expiring
 -- one moves ends_at to now: the row stays, so `engine silence list --all` and the
@@ -49,19 +69,5 @@ ALTER TABLE action_results
 CREATE INDEX IF NOT EXISTS action_results_silence ON action_results (silence_id)
     WHERE silence_id IS NOT NULL;
 
-DO $$
-DECLARE
-    t TEXT;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['silences', 'rule_disables'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I TO engine_tenant '
-            'USING (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint) '
-            'WITH CHECK (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint)',
-            t);
-    END LOOP;
-END;
-$$;
+SELECT engine_isolate_by_org(ARRAY['silences', 'rule_disables']);
 GRANT SELECT, INSERT, UPDATE, DELETE ON silences, rule_disables TO engine_tenant;

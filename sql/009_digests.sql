@@ -49,20 +49,6 @@ CREATE TABLE IF NOT EXISTS open_alerts (
 CREATE INDEX IF NOT EXISTS open_alerts_resolve_at ON open_alerts (resolve_at)
     WHERE resolve_at IS NOT NULL;
 
-DO $$
-DECLARE
-    t TEXT;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['digest_groups', 'digest_firings', 'open_alerts'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I TO engine_tenant '
-            'USING (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint) '
-            'WITH CHECK (org_id = nullif(current_setting(''engine.org_id'', true), '''')::bigint)',
-            t);
-    END LOOP;
-END;
-$$;
+SELECT engine_isolate_by_org(ARRAY['digest_groups', 'digest_firings', 'open_alerts']);
 
 GRANT SELECT ON digest_groups, digest_firings, open_alerts TO engine_tenant;

@@ -20,9 +20,5 @@ CREATE TABLE IF NOT EXISTS absence_groups (
 -- A tick reads only the rows due, oldest first: disarmed rows are not in the index.
 CREATE INDEX IF NOT EXISTS absence_groups_due ON absence_groups (due_at) WHERE due_at IS NOT NULL;
 
-ALTER TABLE absence_groups ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS tenant_isolation ON absence_groups;
-CREATE POLICY tenant_isolation ON absence_groups TO engine_tenant
-    USING (org_id = nullif(current_setting('engine.org_id', true), '')::bigint)
-    WITH CHECK (org_id = nullif(current_setting('engine.org_id', true), '')::bigint);
+SELECT engine_isolate_by_org(ARRAY['absence_groups']);
 GRANT SELECT ON absence_groups TO engine_tenant;
