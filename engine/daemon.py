@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: How often the organizations' quotas (organizations.max_firings_per_minute) are read.
 QUOTA_REFRESH_S = 10.0
+#: How often, at most, due digests and `resolve.after` are looked for between batches.
+FLUSH_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Daemon:
         self._standby_announced = False
         self._redis_outage = False
         self._next_sweep = 0.0
+        self._next_flush = 0.0  # monotonic: when due digests and resolves are looked for
         self.pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -408,10 +411,15 @@ class Daemon:
 
     async def _flush_due(self) -> None:
         """The time-driven work, between batches: due digests and `resolve.after`.  Each
-        commits its queued rows with its state change; they are enqueued after it."""
+        commits its queued rows with its state change; they are enqueued after it.
+
+        At most every FLUSH_INTERVAL_S: a catch-up or a busy stream runs a batch every few
+        milliseconds, and two transactions after each would cost the evaluation more than
+        the second's precision they buy (a digest's `wait` is seconds at least)."""
         index = self.rulebook.index
-        if index is None:
+        if index is None or time.monotonic() < self._next_flush:
             return
+        self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             digests = await flush_due_digests(conn, index, time.time())
