@@ -20,8 +20,9 @@ from rules.fields import EVENT_FIELDS, TEXT
 from sql import query
 
 #: The columns read_batch adds after the event's: the huge texts of columns not read
-#: (engine.unusual_rows) and the cursor position.  Never part of an event.
-INTERNAL = ("_unread", "_txid", "_seq")
+#: (engine.unusual_rows), whether the id may have been evaluated before (engine.reorgs)
+#: and the cursor position.  Never part of an event.
+INTERNAL = ("_unread", "_earlier", "_txid", "_seq")
 
 #: What the evaluator itself reads from every row, whatever the rules name: the id (action
 #: rows, logs), the kind (the index, the unusual-row check) and the block time (lag).

@@ -75,15 +75,18 @@ async def drop_rewritten(
     row's chain was evaluated.
     """
     ids = [event.get("id") for event in events]
-    seen = {
-        r[0]
-        for r in await conn.fetch(
+    # Only a row with an earlier row of its id, or a retracted id, can be a rewrite: the
+    # read told (`_earlier`); a row read without it is checked.
+    suspects = [i for i, row in enumerate(rows) if row.get("_earlier", True)]
+    seen: set[Any] = set()
+    if suspects:
+        found = await conn.fetch(
             query("reorg_evaluated_ids"),
-            ids,
-            [p.txid for p in passed],
-            [p.seq for p in passed],
+            [ids[i] for i in suspects],
+            [passed[i].txid for i in suspects],
+            [passed[i].seq for i in suspects],
         )
-    }
+        seen = {r[0] for r in found}
     if not seen and len(set(ids)) == len(ids):
         return list(rows), events, 0
     kept_rows: list[asyncpg.Record] = []

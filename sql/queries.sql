@@ -82,8 +82,16 @@ SELECT convert_to(id, 'SQL_ASCII') AS id, txid::text AS _txid, seq AS _seq
 -- rules.fields.EVENT_FIELDS: the event columns read, and the check for huge texts in
 -- the others.  The internal columns come last: engine.event_rows turns a row into an
 -- event by zipping the event columns' names with its values, which stops before them.
+-- `_earlier`: an earlier row of the same id exists, or the id was retracted: only such a
+-- row can be a rewrite of an evaluated event (engine.reorgs checks those alone).  Asked
+-- here, by index, where the ids already are, instead of sending them back.
 SELECT {columns},
-       {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
+       {unread_checks} AS _unread,
+       (EXISTS (SELECT 1 FROM events p
+                 WHERE p.id = events.id AND (p.txid, p.seq) < (events.txid, events.seq))
+        OR EXISTS (SELECT 1 FROM event_reorgs r
+                    WHERE r.event_id = events.id AND r.kind = 'retraction')) AS _earlier,
+       txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND txid < least(pg_snapshot_xmin(pg_current_snapshot()), $4::text::xid8)
@@ -1000,7 +1008,12 @@ DELETE FROM engine_cursors WHERE name = $1 AND txid = $2::text::xid8 AND seq = $
 -- events_cursor_idx bounds the scan on both sides.  A template like read_batch, filled in
 -- by engine.event_rows.read_batch_query with the same columns in the same order.
 SELECT {columns},
-       {unread_checks} AS _unread, txid::text AS _txid, seq AS _seq
+       {unread_checks} AS _unread,
+       (EXISTS (SELECT 1 FROM events p
+                 WHERE p.id = events.id AND (p.txid, p.seq) < (events.txid, events.seq))
+        OR EXISTS (SELECT 1 FROM event_reorgs r
+                    WHERE r.event_id = events.id AND r.kind = 'retraction')) AS _earlier,
+       txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND (txid, seq) <= ($4::text::xid8, $5::bigint)

@@ -56,7 +56,7 @@ def test_the_read_query_selects_the_named_columns_and_what_the_evaluator_needs()
     ]
     # the text columns not read are checked for huge values in SQL, the cursor comes last
     assert 'length("tag1")' in text and 'length("registry")' not in text
-    assert "AS _unread, txid::text AS _txid, seq AS _seq" in text
+    assert "AS _unread," in text and ") AS _earlier,\n       txid::text AS _txid, seq AS _seq" in text
     assert read_batch_query(None) == read_batch_query(tuple(EVENT_FIELDS))
     assert "NULL::text AS _unread" in read_batch_query(None)
 
@@ -79,8 +79,10 @@ def test_the_read_query_fills_the_template_and_changes_nothing_else(columns) -> 
     _, _, tail = template.partition("{unread_checks}")
     assert text.startswith(head) and text.endswith(tail)
     # the internal columns, in this order, after every event column
-    assert tail.startswith(" AS _unread, txid::text AS _txid, seq AS _seq")
-    assert INTERNAL == ("_unread", "_txid", "_seq")
+    assert tail.startswith(" AS _unread,")
+    internal = [tail.index(f" AS {name}") for name in INTERNAL]
+    assert internal == sorted(internal)
+    assert INTERNAL == ("_unread", "_earlier", "_txid", "_seq")
 
 
 def test_the_read_query_refuses_a_name_that_is_not_an_event_column() -> None:
