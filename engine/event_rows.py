@@ -44,13 +44,26 @@ def columns_read(columns: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(name for name in EVENT_FIELDS if name in wanted)
 
 
+#: `_earlier` of a read row: an earlier row of its id exists, or the id was retracted.
+#: Only such a row can be a rewrite of an evaluated event (engine.reorgs checks those).
+EARLIER_ROW = (
+    "(EXISTS (SELECT 1 FROM events p"
+    " WHERE p.id = events.id AND (p.txid, p.seq) < (events.txid, events.seq))"
+    " OR EXISTS (SELECT 1 FROM event_reorgs r"
+    " WHERE r.event_id = events.id AND r.kind = 'retraction'))"
+)
+
+
 @lru_cache(maxsize=64)
-def read_batch_query(columns: tuple[str, ...] | None, name: str = "read_batch") -> str:
+def read_batch_query(
+    columns: tuple[str, ...] | None, name: str = "read_batch", *, probe_rewrites: bool = True
+) -> str:
     """sql/queries.sql's read_batch template (or ``name``, one with the same
     placeholders), selecting ``columns`` (None: every column).
 
     Anything that is not an event column is refused.  The cursor columns stay last (see
-    events_from_rows).
+    events_from_rows).  ``probe_rewrites`` False: `_earlier` is NULL (every row is then a
+    suspect to engine.reorgs): the plain read `engine bench` measures as its baseline.
     """
     wanted = columns_read(columns)
     # A huge text in a column not read is still worth its log line (engine.unusual_rows):
@@ -65,6 +78,7 @@ def read_batch_query(columns: tuple[str, ...] | None, name: str = "read_batch") 
     return query(name).format(
         columns=", ".join(f'"{name}"' for name in wanted),
         unread_checks=f"nullif(concat_ws('; ', {checks}), '')" if unread else "NULL::text",
+        earlier=EARLIER_ROW if probe_rewrites else "NULL::boolean",
     )
 
 

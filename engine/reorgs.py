@@ -77,7 +77,7 @@ async def drop_rewritten(
     ids = [event.get("id") for event in events]
     # Only a row with an earlier row of its id, or a retracted id, can be a rewrite: the
     # read told (`_earlier`); a row read without it is checked.
-    suspects = [i for i, row in enumerate(rows) if row.get("_earlier", True)]
+    suspects = [i for i, row in enumerate(rows) if row.get("_earlier") is not False]
     seen: set[Any] = set()
     if suspects:
         found = await conn.fetch(

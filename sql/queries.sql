@@ -82,15 +82,12 @@ SELECT convert_to(id, 'SQL_ASCII') AS id, txid::text AS _txid, seq AS _seq
 -- rules.fields.EVENT_FIELDS: the event columns read, and the check for huge texts in
 -- the others.  The internal columns come last: engine.event_rows turns a row into an
 -- event by zipping the event columns' names with its values, which stops before them.
--- `_earlier`: an earlier row of the same id exists, or the id was retracted: only such a
--- row can be a rewrite of an evaluated event (engine.reorgs checks those alone).  Asked
--- here, by index, where the ids already are, instead of sending them back.
+-- `_earlier` (engine.event_rows.EARLIER_ROW): whether the row may be a rewrite of an
+-- evaluated event (engine.reorgs checks those alone), asked here, by index, where the ids
+-- already are, instead of sending them back.
 SELECT {columns},
        {unread_checks} AS _unread,
-       (EXISTS (SELECT 1 FROM events p
-                 WHERE p.id = events.id AND (p.txid, p.seq) < (events.txid, events.seq))
-        OR EXISTS (SELECT 1 FROM event_reorgs r
-                    WHERE r.event_id = events.id AND r.kind = 'retraction')) AS _earlier,
+       {earlier} AS _earlier,
        txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
@@ -1009,10 +1006,7 @@ DELETE FROM engine_cursors WHERE name = $1 AND txid = $2::text::xid8 AND seq = $
 -- by engine.event_rows.read_batch_query with the same columns in the same order.
 SELECT {columns},
        {unread_checks} AS _unread,
-       (EXISTS (SELECT 1 FROM events p
-                 WHERE p.id = events.id AND (p.txid, p.seq) < (events.txid, events.seq))
-        OR EXISTS (SELECT 1 FROM event_reorgs r
-                    WHERE r.event_id = events.id AND r.kind = 'retraction')) AS _earlier,
+       {earlier} AS _earlier,
        txid::text AS _txid, seq AS _seq
   FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)

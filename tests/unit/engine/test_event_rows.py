@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.event_rows import INTERNAL, events_from_rows, read_batch_query
+from engine.event_rows import EARLIER_ROW, INTERNAL, events_from_rows, read_batch_query
 from rules.fields import EVENT_FIELDS
 from sql import query
 
@@ -56,7 +56,9 @@ def test_the_read_query_selects_the_named_columns_and_what_the_evaluator_needs()
     ]
     # the text columns not read are checked for huge values in SQL, the cursor comes last
     assert 'length("tag1")' in text and 'length("registry")' not in text
-    assert "AS _unread," in text and ") AS _earlier,\n       txid::text AS _txid, seq AS _seq" in text
+    assert f"AS _unread,\n       {EARLIER_ROW} AS _earlier,\n       txid::text AS _txid" in text
+    plain = read_batch_query(("score",), probe_rewrites=False)
+    assert "NULL::boolean AS _earlier" in plain and "event_reorgs" not in plain
     assert read_batch_query(None) == read_batch_query(tuple(EVENT_FIELDS))
     assert "NULL::text AS _unread" in read_batch_query(None)
 
@@ -71,16 +73,19 @@ def test_a_read_of_every_column_selects_them_in_table_order() -> None:
 def test_the_read_query_fills_the_template_and_changes_nothing_else(columns) -> None:
     template = query("read_batch")
     fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    assert fields == {"columns", "unread_checks"}
+    assert fields == {"columns", "unread_checks", "earlier"}
     assert template.count("{columns}") == template.count("{unread_checks}") == 1
+    assert template.count("{earlier}") == 1
     text = read_batch_query(columns)
     assert "{" not in text and "}" not in text
     head, _, _ = template.partition("{columns}")
-    _, _, tail = template.partition("{unread_checks}")
+    _, _, tail = template.partition("{earlier}")
     assert text.startswith(head) and text.endswith(tail)
+    assert f"{EARLIER_ROW}{tail}" in text
     # the internal columns, in this order, after every event column
-    assert tail.startswith(" AS _unread,")
-    internal = [tail.index(f" AS {name}") for name in INTERNAL]
+    _, _, internal_part = template.partition("{unread_checks}")
+    assert internal_part.startswith(" AS _unread,")
+    internal = [internal_part.index(f" AS {name}") for name in INTERNAL]
     assert internal == sorted(internal)
     assert INTERNAL == ("_unread", "_earlier", "_txid", "_seq")
 
