@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -29,9 +28,10 @@ import redis
 from engine.absence import AbsenceTicker
 from engine.config import Settings
 from engine.cursor import CursorAheadError, CursorMovedError
+from engine.daemon_stats import DaemonStats
 from engine.digests import flush_due_digests
 from engine.dispatcher import Dispatcher, sweep_actions
-from engine.evaluator import POISON_ERRORS, BatchResult, Evaluator
+from engine.evaluator import POISON_ERRORS, Evaluator
 from engine.leader import CONNECTION_ERRORS, LeaderLock
 from engine.listener import Listener
 from engine.maintenance import Maintenance
@@ -47,33 +47,6 @@ log = logging.getLogger(__name__)
 QUOTA_REFRESH_S = 10.0
 #: How often, at most, due digests and `resolve.after` are looked for between batches.
 FLUSH_INTERVAL_S = 0.5
-
-
-@dataclass
-class DaemonStats:
-    """What /metrics and the logs report about this process."""
-
-    started_at: float = field(default_factory=time.time)
-    is_leader: bool = False
-    events: int = 0
-    fired: int = 0
-    suppressed: int = 0
-    errors: int = 0
-    unusual: int = 0
-    future_events: int = 0  # stamped too far ahead: evaluated, no time-based state advanced
-    skipped: int = 0  # rows whose evaluation could not be recorded
-    quota_exceeded: int = 0  # firings held back by their organization's quota
-    absence_fired: int = 0  # absence groups fired by ticks (engine.absence)
-    batches: int = 0
-    restarts: int = 0  # batches started over (evaluator.BatchResult.restarts)
-    rewrites: int = 0  # ids written again after their evaluation (engine.reorgs)
-    retractions: int = 0  # evaluated events the indexer deleted (engine.reorgs)
-    enqueue_failures: int = 0
-    digests: int = 0  # digests queued (engine.digests)
-    resolved_by_after: int = 0  # alerts resolved by `resolve.after` (engine.resolves)
-    held: int = 0  # rows read that waited for their confirmations (per batch, summed)
-    released: int = 0  # rows evaluated through chain cursors (engine.confirmations)
-    last_event_timestamp: int | None = None
 
 
 class Daemon:
@@ -362,10 +335,10 @@ class Daemon:
                     isolating = await self._isolate(conn, isolating, exc)
                     continue
             if result.read == 0 and result.released == 0 and not result.action_ids:
-                self._count_reorgs(result)  # removals alone (no on_retract to send)
+                self.stats.add_reorgs(result)  # removals alone (no on_retract to send)
                 return
             isolating = max(0, isolating - result.read)
-            self._count(result)
+            self.stats.add(result)
             await self._dispatch(result.action_ids, result.action_orgs)
             if result.caught_up(self.evaluator.batch_size) and not isolating:
                 return
@@ -433,26 +406,6 @@ class Daemon:
         if time.monotonic() >= self._next_sweep:
             await self.sweep()
             self._next_sweep = time.monotonic() + self.settings.engine.sweep_interval_s
-
-    def _count(self, result: BatchResult) -> None:
-        s = self.stats
-        s.events += result.events
-        s.fired += result.fired
-        s.suppressed += result.suppressed
-        s.errors += result.errors
-        s.unusual += result.unusual
-        s.future_events += result.future_events
-        s.quota_exceeded += result.quota_exceeded
-        s.batches += 1
-        s.restarts += result.restarts
-        self._count_reorgs(result)
-        s.held, s.released = s.held + result.held, s.released + result.released
-        if result.last_event_timestamp is not None:
-            s.last_event_timestamp = result.last_event_timestamp
-
-    def _count_reorgs(self, result: BatchResult) -> None:
-        self.stats.rewrites += result.rewrites
-        self.stats.retractions += result.retractions
 
     async def _dispatch(self, action_ids: list[int], org_of: dict[int, int]) -> None:
         """Enqueue the batch's jobs, each organization's on its own queue (fairness)."""

@@ -116,7 +116,7 @@ async def _drain_live(daemon: Daemon, batch: int) -> None:
             head = await conn.fetchval("SELECT max(highest_block) FROM chain_heads_seen")
             await _set_heads(conn, LOW_HEAD if head is None else head)
             result = await daemon.evaluator.run_batch(conn, daemon.rulebook.index)  # type: ignore[arg-type]
-            daemon._count(result)
+            daemon.stats.add(result)
             await daemon._dispatch(result.action_ids, result.action_orgs)
             if result.read < batch:
                 break
