@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: How often the organizations' quotas (organizations.max_firings_per_minute) are read.
 QUOTA_REFRESH_S = 10.0
 #: How often, at most, due digests and `resolve.after` are looked for between batches.
-FLUSH_INTERVAL_S = 0.5
+FLUSH_INTERVAL_S = 0.1
 
 
 class Daemon:
@@ -388,7 +388,7 @@ class Daemon:
 
         At most every FLUSH_INTERVAL_S: a catch-up or a busy stream runs a batch every few
         milliseconds, and two transactions after each would cost the evaluation more than
-        the second's precision they buy (a digest's `wait` is seconds at least)."""
+        the precision they buy (a digest's `wait` is a second at least)."""
         index = self.rulebook.index
         if index is None or time.monotonic() < self._next_flush:
             return

@@ -40,7 +40,7 @@ class DigestSizes:
     @classmethod
     def of(cls, quick: bool) -> DigestSizes:
         if quick:
-            return cls(firings=2000, window_s=6.0, interval_s=2, rules=1000, backlog=5000)
+            return cls(firings=1000, window_s=4.0, interval_s=2, rules=1000, backlog=5000)
         return cls(firings=10_000, window_s=60.0, interval_s=10, rules=10_000, backlog=20_000)
 
 

@@ -84,7 +84,7 @@ class TenantSizes:
     @classmethod
     def of(cls, quick: bool) -> TenantSizes:
         if quick:
-            return cls(3000, 100, 20, 200, 100.0, 200.0, 1000, 20, 0.05)
+            return cls(1000, 50, 10, 100, 100.0, 200.0, 500, 10, 0.05)
         return cls(100_000, 500, 50, 1000, 100.0, 200.0, 10_000, 20, 0.5)
 
 
