@@ -287,7 +287,7 @@ def run_backtest(settings: Settings, args: argparse.Namespace) -> int:
         fired, suppressed = backtest.fired[rule.id], backtest.suppressed[rule.id]
         print(f"  {rule.id}: {fired} firing(s), {suppressed} suppressed")
         replay = backtest.notices.get(rule.id)
-        if replay is not None:
+        if replay is not None and not args.explain:  # --explain steps rules one by one
             print_notices(replay)
     return 0
 
