@@ -64,6 +64,9 @@ class RuleCase:
     event: Mapping[str, Any]
     group_key: str
     simulation: Simulation
+    # Shared by the checks of every rule of one explanation: what they read once for all
+    # (the active silences, say), so many rules do not mean as many reads.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 #: A check that reads the database for one rule and returns its verdicts.
@@ -221,11 +224,12 @@ async def explain_event(
         actions.setdefault(row["trigger_id"], []).append(_action(row))
     where = where_of or _where_as_written
     explained = []
+    memo: dict[str, Any] = {}
     for rule, key in zip(chosen, keys, strict=True):
         state_row = states.get(key)
         state = None if state_row is None else json.loads(state_row["state"])
         simulation = simulate(rule, event, state, trusted_until, where(rule))
-        case = RuleCase(rule, event, key[1], simulation)
+        case = RuleCase(rule, event, key[1], simulation, memo)
         verdicts = [v for check in PRE_CHECKS for v in await check(conn, case)]
         verdicts += simulation.verdicts
         verdicts += [v for check in POST_CHECKS for v in await check(conn, case)]

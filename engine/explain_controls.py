@@ -42,8 +42,10 @@ async def silence_check(conn: asyncpg.Connection, case: RuleCase) -> list[Verdic
     """Would a firing be held back by an active silence now (recorded, never sent)?"""
     if not case.simulation.passed:
         return []
-    controls = NoiseControls(refresh_s=0.0)
-    await controls.refresh_if_due(conn)
+    controls = case.memo.get("noise")
+    if controls is None:  # read once per explanation, whatever the number of rules
+        controls = case.memo["noise"] = NoiseControls(refresh_s=0.0)
+        await controls.refresh_if_due(conn)
     silence_id = controls.silence_of(case.rule, case.event, time.time())
     if silence_id is None:
         return []
