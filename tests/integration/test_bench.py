@@ -41,6 +41,7 @@ FIGURES = [
     "t-change-to-live-p99",
     "t-pause-max",
     "t-fairness-p99",
+    "t-fairness-behind-flood",
     "d1-digest-messages",
     "d2-digest-eval",
     "7-absence-pause",
