@@ -9,7 +9,8 @@ Two periodic jobs:
   evaluated.  Retention never deletes an event that a cursor has not passed (a chain
   cursor of engine.confirmations: of its chain; so no event waiting for its
   confirmations goes), nor an action that is still queued, running or retrying.  The log
-  of rule changes (``trigger_changes``) is kept ``trigger_changes_days``.
+  of rule changes (``trigger_changes``) is kept ``trigger_changes_days``, the record of
+  reorgs (``event_reorgs``) as long as events.
 - **statistics**: the plain materialized views ``events_hourly`` and
   ``action_metrics_hourly`` are refreshed (``CONCURRENTLY`` once populated, so readers
   never wait).  A TimescaleDB continuous aggregate is left to TimescaleDB's own policy.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ class RetentionReport:
     event_chunks_dropped: int = 0
     action_results_deleted: int = 0
     trigger_changes_deleted: int = 0
+    event_reorgs_deleted: int = 0
 
 
 def _rows(status: str) -> int:
@@ -93,6 +96,9 @@ async def apply_retention(pool: Any, settings: RetentionSettings) -> RetentionRe
     report.trigger_changes_deleted = await _delete_in_batches(
         pool, "retention_delete_trigger_changes", settings.trigger_changes_days, batch
     )
+    report.event_reorgs_deleted = await _delete_in_batches(
+        pool, "retention_delete_event_reorgs", settings.events_days, batch
+    )
     return report
 
 
@@ -137,11 +143,7 @@ class Maintenance:
                 report = await apply_retention(pool, self.settings)
                 log.info(
                     "retention applied",
-                    extra={
-                        "events_deleted": report.events_deleted,
-                        "event_chunks_dropped": report.event_chunks_dropped,
-                        "action_results_deleted": report.action_results_deleted,
-                    },
+                    extra=dataclasses.asdict(report),
                 )
             if refresh:
                 views = await refresh_statistics(pool)

@@ -378,6 +378,16 @@ DELETE FROM action_results
                         ORDER BY id
                         LIMIT $2));
 
+-- name: retention_delete_event_reorgs
+-- One batch of reorg records older than $1 days (events_days).  A record tells a later
+-- row of its id from a new event; past the events' own age the rows it would guard
+-- against are gone with them, and so is the operator's interest in the record.
+DELETE FROM event_reorgs
+ WHERE id = ANY (ARRAY(SELECT id FROM event_reorgs
+                        WHERE seen_at < now() - make_interval(days => $1)
+                        ORDER BY id
+                        LIMIT $2));
+
 -- name: retention_delete_trigger_changes
 -- One batch of rule changes older than $1 days.  The daemon reads a change within a
 -- second of its commit and a new leader reads every rule afresh, so old changes serve

@@ -200,3 +200,19 @@ async def test_old_rule_changes_go_but_the_newest_is_kept(
     )
     assert left == "r2,r4"
     assert query_value(database_url, "SELECT max(seq) FROM trigger_changes") == newest[0]
+
+
+async def test_reorg_records_go_with_the_events_age(database_url: str, pool: asyncpg.Pool) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE event_reorgs")
+        for event_id, seen in (("old-1", OLD), ("old-2", OLD), ("old-3", OLD), ("new", "now()")):
+            conn.execute(
+                "INSERT INTO event_reorgs (event_id, kind, seen_at)"
+                f" VALUES (%s, 'retraction', {seen})",
+                (event_id,),
+            )
+
+    report = await apply_retention(pool, RetentionSettings(events_days=365, delete_batch_size=2))
+
+    assert report.event_reorgs_deleted == 3
+    assert query_value(database_url, "SELECT string_agg(event_id, ',') FROM event_reorgs") == "new"
