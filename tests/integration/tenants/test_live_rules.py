@@ -19,6 +19,7 @@ import pytest
 from engine.config import EngineTunables, Settings
 from engine.daemon import Daemon
 from rules import load_rules_text
+from sql import query
 from tests.processes import insert_events
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -324,3 +325,34 @@ async def test_the_batch_applying_a_logic_change_deletes_the_rules_state_again(
         assert await states() == 0, "the old rule's state outlived the change of its logic"
     finally:
         await stop_daemon(daemon, running)
+
+
+def _scans(plan: object) -> list[str]:
+    """The relations a JSON plan reads by a sequential scan."""
+    if isinstance(plan, list):
+        return [name for item in plan for name in _scans(item)]
+    if not isinstance(plan, dict):
+        return []
+    found = [plan["Relation Name"]] if plan.get("Node Type") == "Seq Scan" else []
+    return found + [name for value in plan.values() for name in _scans(value)]
+
+
+async def test_each_batchs_probe_of_rule_changes_reads_one_entry_of_the_log(
+    conn: asyncpg.Connection,
+) -> None:
+    """Every batch asks whether a rule change is newer than the last one compiled.  The log
+    keeps days of changes; once PostgreSQL plans the prepared probe generically (after five
+    runs), a `seq > $1` test read all of it each batch.  Generic plans are forced here."""
+    await conn.execute(
+        "INSERT INTO trigger_changes (trigger_id, op)"
+        " SELECT 'r' || g, 'upsert' FROM generate_series(1, 20000) g"
+    )
+    await conn.execute("ANALYZE trigger_changes")
+    newest: int = await conn.fetchval("SELECT max(seq) FROM trigger_changes")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE probe(bigint) AS {query('tenant_changes_probe')}")
+
+    plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE probe({newest})"))
+    assert _scans(plan) == []
+    assert (await conn.fetchrow(f"EXECUTE probe({newest})"))["pending"] is False
+    assert (await conn.fetchrow(f"EXECUTE probe({newest - 1})"))["pending"] is True
