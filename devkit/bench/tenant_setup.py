@@ -145,10 +145,15 @@ def wait_api_ready(base_url: str) -> None:
     wait_for(answers, "engine api to answer", timeout_s=60)
 
 
-async def put_rule(client: httpx.AsyncClient, doc: dict[str, Any]) -> None:
+async def put_rule(
+    client: httpx.AsyncClient, doc: dict[str, Any], *, changed: bool | None = None
+) -> None:
+    """PUT ``doc``; ``changed``: what the answer must say of it (None: either)."""
     answer = await client.put(f"/v1/rules/{doc['id']}", json=doc)
     if answer.status_code not in (200, 201):
         raise RuntimeError(f"PUT /v1/rules/{doc['id']}: {answer.status_code} {answer.text}")
+    if changed is not None and answer.json()["changed"] is not changed:
+        raise RuntimeError(f"PUT /v1/rules/{doc['id']}: expected changed={changed}: {answer.text}")
 
 
 class EventWriter:
